@@ -1,0 +1,27 @@
+#!/usr/bin/env node
+// nse-icmp-responder: the smallest useful endpoint. nsmd plumbs the endpoint's side of each connection
+// into this process's namespace with the addresses handed out here, so the kernel answers ping on it.
+import { runMain } from '../../src/cli/run-main.js';
+import { startEndpoint } from '../../src/endpoint/index.js';
+import { endpointSettings } from '../../src/endpoint/settings.js';
+import { createLogger } from '../../src/util/log.js';
+
+await runMain({
+  usage: 'nse-icmp-responder [flags]\n\nA network service endpoint whose side of every connection answers ping.',
+  settings: endpointSettings,
+  async main({ values: v }) {
+    const log = createLogger(v.name, v.logLevel);
+    const ep = await startEndpoint({
+      name: v.name,
+      serviceNames: v.serviceNames,
+      labels: v.labels,
+      connectTo: v.connectTo,
+      ...(v.listenOn ? { listenOn: v.listenOn } : {}),
+      cidrPrefixes: v.cidrPrefix,
+      maxLifetimeMs: v.maxTokenLifetime,
+      registerServices: { payload: v.payload },
+      log,
+    });
+    return () => ep.stop();
+  },
+});

@@ -1,0 +1,169 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import {
+  serviceDefinition,
+  type DeepPartial,
+  type MethodName,
+  type RequestOf,
+  type ResponseOf,
+  type ServiceName,
+} from './codec.js';
+import { toServiceError } from '../util/errors.js';
+
+/**
+ * Socket addresses are written as upstream writes them: unix:///path or tcp://host:port.
+ * A bare absolute path is taken as a unix socket.
+ */
+export interface SocketAddress {
+  kind: 'unix' | 'tcp';
+  /** The grpc-js target / bind string. */
+  target: string;
+  /** For unix sockets, the file path. */
+  path?: string;
+}
+
+export function parseSocketUrl(url: string): SocketAddress {
+  if (url.startsWith('unix://')) {
+    const p = url.slice('unix://'.length);
+    if (!p.startsWith('/')) throw new Error(`"${url}": a unix socket URL needs an absolute path, e.g. unix:///var/lib/networkservicemesh/nsm.io.sock`);
+    return { kind: 'unix', target: `unix://${p}`, path: p };
+  }
+  if (url.startsWith('/')) return { kind: 'unix', target: `unix://${url}`, path: url };
+  if (url.startsWith('tcp://')) {
+    const hp = url.slice('tcp://'.length).replace(/\/$/, '');
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^:/\s]+):\d{1,5}$/.test(hp)) throw new Error(`"${url}": expected tcp://host:port`);
+    return { kind: 'tcp', target: hp };
+  }
+  throw new Error(`"${url}": expected unix:///path/to/socket or tcp://host:port`);
+}
+
+export interface CallOptions {
+  timeoutMs: number;
+  metadata?: grpc.Metadata;
+}
+
+/** A typed, promise-based client for one API service. Every call has a deadline. */
+export class ApiClient<S extends ServiceName> {
+  private readonly client: grpc.Client;
+
+  constructor(
+    readonly service: S,
+    readonly url: string,
+    credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+    options: grpc.ChannelOptions = {},
+  ) {
+    const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service);
+    this.client = new Ctor(parseSocketUrl(url).target, credentials, options);
+  }
+
+  unary<M extends MethodName<S>>(method: M, req: DeepPartial<RequestOf<S, M>>, opts: CallOptions): Promise<ResponseOf<S, M>> {
+    return new Promise((resolve, reject) => {
+      const fn = (this.client as unknown as Record<string, grpc.requestCallback<unknown> & ((...a: unknown[]) => void)>)[method]!;
+      fn.call(
+        this.client,
+        req,
+        opts.metadata ?? new grpc.Metadata(),
+        { deadline: Date.now() + opts.timeoutMs },
+        (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res as ResponseOf<S, M>)),
+      );
+    });
+  }
+
+  /** A server stream. Without timeoutMs it stays open until cancelled (watches, monitors). */
+  stream<M extends MethodName<S>>(
+    method: M,
+    req: DeepPartial<RequestOf<S, M>>,
+    opts: Partial<CallOptions> = {},
+  ): grpc.ClientReadableStream<ResponseOf<S, M>> {
+    const fn = (this.client as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<ResponseOf<S, M>>>)[method]!;
+    const callOpts: grpc.CallOptions = opts.timeoutMs ? { deadline: Date.now() + opts.timeoutMs } : {};
+    return fn.call(this.client, req, opts.metadata ?? new grpc.Metadata(), callOpts);
+  }
+
+  /** Collects a finite server stream (Find without watch). */
+  async collect<M extends MethodName<S>>(method: M, req: DeepPartial<RequestOf<S, M>>, opts: CallOptions): Promise<ResponseOf<S, M>[]> {
+    const out: ResponseOf<S, M>[] = [];
+    for await (const item of this.stream(method, req, opts)) out.push(item as ResponseOf<S, M>);
+    return out;
+  }
+
+  /** Resolves once the channel is connected, or rejects at the deadline. */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Wraps an async function as a unary handler: whatever it throws reaches the caller as a gRPC status. */
+export function unary<Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    fn(call.request, call).then(
+      (res) => callback(null, res),
+      (err: unknown) => callback(toServiceError(err)),
+    );
+  };
+}
+
+export function addService<S extends ServiceName>(server: grpc.Server, service: S, handlers: grpc.UntypedServiceImplementation): void {
+  server.addService(serviceDefinition(service), handlers);
+}
+
+/** Refuses to take over a unix socket another process still serves, and removes a stale one. */
+async function prepareUnixSocket(file: string): Promise<void> {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  if (!fs.existsSync(file)) return;
+  const inUse = await new Promise<boolean>((resolve) => {
+    const s = net.connect(file);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (inUse) throw new Error(`${file} is served by another process (is another nsmd running?)`);
+  fs.unlinkSync(file);
+}
+
+export interface RunningServer {
+  server: grpc.Server;
+  /** The address it listens on, with the port filled in for tcp://host:0. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startServer(
+  url: string,
+  register: (server: grpc.Server) => void,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<RunningServer> {
+  const addr = parseSocketUrl(url);
+  if (addr.kind === 'unix') await prepareUnixSocket(addr.path!);
+  const server = new grpc.Server({ 'grpc.max_concurrent_streams': 10_000 });
+  register(server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(addr.target, credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const bound = addr.kind === 'tcp' ? `tcp://${addr.target.replace(/:\d+$/, `:${port}`)}` : url;
+  return {
+    server,
+    url: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        // Streams (monitors, watches) never end by themselves: give calls a moment, then force.
+        const force = setTimeout(() => server.forceShutdown(), 1000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }).finally(() => {
+        if (addr.kind === 'unix' && fs.existsSync(addr.path!)) fs.rmSync(addr.path!, { force: true });
+      }),
+  };
+}

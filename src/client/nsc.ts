@@ -1,0 +1,113 @@
+import { ApiClient } from '../api/grpc.js';
+import type { DeepPartial } from '../api/codec.js';
+import type { Connection, NetworkServiceRequest } from '../api/types.js';
+import { KernelParam, MechanismCls } from '../api/types.js';
+import { toTimestamp } from '../chain/elements/expire.js';
+import { inodeUrlOf } from '../dataplane/netns.js';
+import { messageOf } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { NsUrl } from './nsurl.js';
+
+export interface ClientOptions {
+  /** NSM_NAME: the client's path segment name; connection ids are <name>-<i>. */
+  name: string;
+  connectTo: string;
+  services: NsUrl[];
+  /** Labels added to every request (NSM_LABELS), below the per-service ones. */
+  labels: Record<string, string>;
+  podName: string;
+  nodeName: string;
+  requestTimeoutMs: number;
+  maxTokenLifetimeMs: number;
+  log: Logger;
+}
+
+/** The client side of the mesh: requests each service into this process's namespace, refreshes, closes. */
+export class MeshClient {
+  private readonly api: ApiClient<'networkservice.NetworkService'>;
+  private readonly inodeUrl = inodeUrlOf('/proc/thread-self/ns/net');
+  private readonly conns = new Map<string, Connection>();
+  private refreshTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: ClientOptions) {
+    this.api = new ApiClient('networkservice.NetworkService', o.connectTo);
+  }
+
+  connections(): Connection[] {
+    return [...this.conns.values()];
+  }
+
+  /** Requests every service in order; if one fails, the ones already made are closed, so a failed start leaves nothing behind. */
+  async requestAll(): Promise<Connection[]> {
+    try {
+      for (let i = 0; i < this.o.services.length; i++) {
+        const id = `${this.o.name}-${i}`;
+        const conn = await this.request(this.initialRequest(id, this.o.services[i]!));
+        this.conns.set(id, conn);
+      }
+    } catch (e) {
+      await this.closeAll();
+      throw e;
+    }
+    return this.connections();
+  }
+
+  private initialRequest(id: string, svc: NsUrl): DeepPartial<NetworkServiceRequest> {
+    const labels: Record<string, string> = { ...this.o.labels, ...svc.labels };
+    if (this.o.podName && !('podName' in labels)) labels.podName = this.o.podName;
+    if (this.o.nodeName && !('nodeName' in labels)) labels.nodeName = this.o.nodeName;
+    return {
+      connection: {
+        id,
+        network_service: svc.service,
+        labels,
+        path: { index: 0, path_segments: [{ name: this.o.name, id, expires: toTimestamp(Date.now() + this.o.maxTokenLifetimeMs) }] },
+      },
+      mechanism_preferences: [
+        {
+          cls: MechanismCls.LOCAL,
+          type: svc.mechanism,
+          parameters: { [KernelParam.INODE_URL]: this.inodeUrl, ...(svc.ifname ? { [KernelParam.NAME]: svc.ifname } : {}) },
+        },
+      ],
+    };
+  }
+
+  private request(req: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
+    return this.api.unary('Request', req, { timeoutMs: this.o.requestTimeoutMs });
+  }
+
+  /** Re-requests each connection at a third of its lifetime, so one failed refresh still leaves time to retry. */
+  startRefresh(): void {
+    const period = Math.max(200, this.o.maxTokenLifetimeMs / 3);
+    const tick = async () => {
+      for (const [id, conn] of this.conns) {
+        const path = conn.path!;
+        path.path_segments[0]!.expires = toTimestamp(Date.now() + this.o.maxTokenLifetimeMs);
+        try {
+          this.conns.set(id, await this.request({ connection: conn, mechanism_preferences: conn.mechanism ? [conn.mechanism] : [] }));
+        } catch (e) {
+          this.o.log.warn({ conn: id, err: messageOf(e) }, 'refresh failed; will retry');
+        }
+      }
+      this.refreshTimer = setTimeout(() => void tick(), period);
+    };
+    this.refreshTimer = setTimeout(() => void tick(), period);
+  }
+
+  async closeAll(): Promise<void> {
+    clearTimeout(this.refreshTimer);
+    const results = await Promise.allSettled(
+      [...this.conns.values()].map((c) => this.api.unary('Close', c, { timeoutMs: this.o.requestTimeoutMs })),
+    );
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.o.log.warn({ err: messageOf(r.reason) }, `close of connection ${i} failed`);
+    });
+    this.conns.clear();
+  }
+
+  dispose(): void {
+    clearTimeout(this.refreshTimer);
+    this.api.close();
+  }
+}

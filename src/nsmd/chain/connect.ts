@@ -1,0 +1,66 @@
+import { ApiClient } from '../../api/grpc.js';
+import { MechanismCls, MechanismType } from '../../api/types.js';
+import type { Element } from '../../chain/types.js';
+import { remaining } from '../../chain/types.js';
+import { messageOf } from '../../util/errors.js';
+import type { NsmdCloseState, NsmdRequestState } from './state.js';
+
+type NetworkServiceClient = ApiClient<'networkservice.NetworkService'>;
+
+/** One channel per endpoint URL, reused across Requests so that no Request pays for a connection setup. */
+export class EndpointClients {
+  private readonly clients = new Map<string, NetworkServiceClient>();
+
+  get(url: string): NetworkServiceClient {
+    let c = this.clients.get(url);
+    if (!c) {
+      c = new ApiClient('networkservice.NetworkService', url);
+      this.clients.set(url, c);
+    }
+    return c;
+  }
+
+  /** Drops the channel of an endpoint that went away. */
+  forget(url: string): void {
+    this.clients.get(url)?.close();
+    this.clients.delete(url);
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}
+
+/** The chain's last hop: forwards the Request to the selected endpoint and Close to the endpoint in use. */
+export function connect(clients: EndpointClients, closeTimeoutMs: number): Element<NsmdRequestState, NsmdCloseState> {
+  return {
+    name: 'connect',
+    async request(st) {
+      const conn = st.request.connection;
+      const previous = st.existing?.endpoint.connection;
+      const downstream = {
+        ...conn,
+        // The endpoint keeps its own interface and addresses across refreshes.
+        mechanism: previous?.mechanism ?? null,
+        context: previous?.context ?? conn.context,
+      };
+      const res = await clients.get(st.endpoint!.url).unary(
+        'Request',
+        { connection: downstream, mechanism_preferences: [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }] },
+        { timeoutMs: remaining(st) },
+      );
+      st.endpointConnection = structuredClone(res);
+      return res;
+    },
+    async close(st) {
+      const { url, connection } = st.record.endpoint;
+      try {
+        await clients.get(url).unary('Close', connection, { timeoutMs: Math.min(closeTimeoutMs, Math.max(1, remaining(st))) });
+      } catch (e) {
+        // The endpoint may be gone; its side dies with it and the local side is already removed.
+        st.log.warn({ endpoint: st.record.endpoint.name, err: messageOf(e) }, 'endpoint did not confirm Close');
+      }
+    },
+  };
+}

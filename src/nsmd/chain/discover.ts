@@ -1,0 +1,56 @@
+import { messageCodec } from '../../api/codec.js';
+import type { NetworkServiceEndpoint } from '../../api/types.js';
+import type { Element } from '../../chain/types.js';
+import type { Registry } from '../../registry/types.js';
+import { matchEndpoints } from '../../select/index.js';
+import { notFound } from '../../util/errors.js';
+import type { NsmdCloseState, NsmdRequestState } from './state.js';
+
+const nsTemplate = messageCodec('registry.NetworkService').normalize;
+const nseTemplate = messageCodec('registry.NetworkServiceEndpoint').normalize;
+
+/**
+ * Finds the endpoints this Request may use: on a refresh the endpoint it already has; with an endpoint
+ * name, that endpoint; otherwise the service's matches applied to the request labels.
+ */
+export function discover(registry: Registry): Element<NsmdRequestState, NsmdCloseState> {
+  return {
+    name: 'discover',
+    async request(st, next) {
+      const conn = st.request.connection;
+      if (st.existing) {
+        const { name, url } = st.existing.endpoint;
+        const [current] = await registry.findEndpoints(nseTemplate({ name }));
+        st.candidates = [current ?? nseTemplate({ name, url })];
+        return next.request(st);
+      }
+      if (conn.network_service_endpoint_name) {
+        const named = await registry.findEndpoints(nseTemplate({ name: conn.network_service_endpoint_name }));
+        if (named.length === 0) {
+          throw notFound(`network service endpoint "${conn.network_service_endpoint_name}" is not registered (or its registration expired)`);
+        }
+        st.candidates = named;
+        return next.request(st);
+      }
+      const [ns] = await registry.findServices(nsTemplate({ name: conn.network_service }));
+      if (!ns) {
+        throw notFound(`network service "${conn.network_service}" is not found: register it first (nsmctl apply -f <service.yaml>)`);
+      }
+      if (!conn.payload) conn.payload = ns.payload;
+      const nses = await registry.findEndpoints(nseTemplate({ network_service_names: [ns.name] }));
+      const matched = matchEndpoints(conn.labels, ns, nses);
+      if (matched.length === 0) throw noCandidate(ns.name, conn.labels, nses);
+      st.candidates = matched;
+      return next.request(st);
+    },
+    close: (st, next) => next.close(st),
+  };
+}
+
+function noCandidate(service: string, labels: Record<string, string>, nses: NetworkServiceEndpoint[]): Error {
+  if (nses.length === 0) return notFound(`network service "${service}" has no registered endpoints: start an endpoint that serves it`);
+  const shown = Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ') || 'none';
+  return notFound(
+    `no endpoint of network service "${service}" matches this request (labels: ${shown}; ${nses.length} endpoint(s) registered): check the service's matches`,
+  );
+}

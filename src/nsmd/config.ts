@@ -1,0 +1,22 @@
+import os from 'node:os';
+import { bool, dur, int, str, type Values } from '../util/settings.js';
+
+export const DEFAULT_NSM_SOCKET = 'unix:///var/lib/networkservicemesh/nsm.io.sock';
+
+/** nsmd's settings, with upstream's environment names where upstream has one. */
+export const nsmdSettings = {
+  name: str('NSM_NAME', 'name', `nsmd-${os.hostname()}`, 'name of this nsmd: its path segment and registry identity'),
+  listenOn: str('NSM_LISTEN_ON', 'listen-on', DEFAULT_NSM_SOCKET, 'local API (clients, endpoints, nsmctl): unix:///path'),
+  nodeName: str('NODE_NAME', 'node-name', os.hostname(), 'node name, given to selectors as {{.nodeName}}'),
+  clusterName: str('CLUSTER_NAME', 'cluster-name', '', 'cluster name, given to selectors as {{.clusterName}}'),
+  logLevel: str('NSM_LOG_LEVEL', 'log-level', 'INFO', 'TRACE, DEBUG, INFO, WARN or ERROR'),
+  registryUrl: str('NSM_REGISTRY_URL', 'registry-url', 'embedded', 'registry backend: "embedded" (in nsmd, persisted in the state directory)'),
+  stateDir: str('NSM_STATE_DIR', 'state-dir', '/var/lib/networkservicemesh/state', 'where nsmd keeps its registry and connection state (mode 0700)'),
+  maxTokenLifetime: dur('NSM_MAX_TOKEN_LIFETIME', 'max-token-lifetime', '10m', 'longest a connection lives without a refresh'),
+  registryExpiration: dur('NSM_REGISTRY_EXPIRATION', 'registry-expiration', '1m', 'longest an endpoint registration lives without renewal'),
+  requestTimeout: dur('NSM_REQUEST_TIMEOUT', 'request-timeout', '15s', 'deadline for one Request through the whole chain'),
+  mtu: int('NSM_MTU', 'mtu', 1500, 'MTU of local (veth) connections when the client asks for none', 576, 65535),
+  cleanupOnExit: bool('NSM_CLEANUP_ON_EXIT', 'cleanup-on-exit', false, 'close every connection when nsmd stops (otherwise they survive a restart)'),
+};
+
+export type NsmdConfig = Values<typeof nsmdSettings>;

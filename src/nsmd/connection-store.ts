@@ -1,0 +1,114 @@
+import { EventEmitter } from 'node:events';
+import type { Connection, ConnectionEventType, State } from '../api/types.js';
+import type { Logger } from '../util/log.js';
+import { StateFile } from '../util/state-file.js';
+
+export interface PlumbedEnd {
+  inodeUrl: string;
+  /** Path that opened the namespace when plumbed; re-resolved from inodeUrl after a restart. */
+  netns: string;
+  ifname: string;
+}
+
+/** Everything nsmd must know about a live connection to refresh it, monitor it, and undo it. */
+export interface ConnectionRecord {
+  /** nsmd's own path segment id. */
+  id: string;
+  /** The caller's segment id (the client's connection id). */
+  clientId: string;
+  /** The connection as nsmd returns it, at nsmd's path index. */
+  connection: Connection;
+  endpoint: { name: string; url: string; connection: Connection };
+  dataplane: { mtu: number; client: PlumbedEnd; endpoint: PlumbedEnd };
+  /** Epoch ms after which nsmd closes the connection unless it is refreshed. */
+  expiresAt: number;
+}
+
+export interface StoreEvent {
+  type: Exclude<ConnectionEventType, 'INITIAL_STATE_TRANSFER'>;
+  connection: Connection;
+}
+
+/** nsmd's live connections, indexed for refresh and Close, published to monitors, persisted for restarts. */
+export class ConnectionStore {
+  private readonly byId = new Map<string, ConnectionRecord>();
+  private readonly byClientId = new Map<string, string>();
+  private readonly events = new EventEmitter();
+  private readonly file: StateFile<ConnectionRecord[]> | undefined;
+
+  constructor(stateFile: string | undefined, log: Logger) {
+    this.file = stateFile ? new StateFile(stateFile, log) : undefined;
+    this.events.setMaxListeners(0);
+  }
+
+  /** Records persisted by a previous run, for the daemon to adopt or clean up. */
+  loadPersisted(): ConnectionRecord[] {
+    return this.file?.load() ?? [];
+  }
+
+  get(id: string): ConnectionRecord | undefined {
+    return this.byId.get(id);
+  }
+
+  idForClient(clientId: string): string | undefined {
+    return this.byClientId.get(clientId);
+  }
+
+  /** Finds the record a Close or monitor refers to: by nsmd's segment, the client's id, or any id on the path. */
+  lookup(conn: Connection): ConnectionRecord | undefined {
+    const ids = [conn.id, ...(conn.path?.path_segments.map((s) => s.id) ?? [])];
+    for (const id of ids) {
+      const rec = this.byId.get(id) ?? this.byId.get(this.byClientId.get(id) ?? '');
+      if (rec) return rec;
+    }
+    return undefined;
+  }
+
+  all(): ConnectionRecord[] {
+    return [...this.byId.values()];
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  put(rec: ConnectionRecord): void {
+    this.byId.set(rec.id, rec);
+    this.byClientId.set(rec.clientId, rec.id);
+    this.persist();
+    this.emit({ type: 'UPDATE', connection: rec.connection });
+  }
+
+  setState(id: string, state: State): void {
+    const rec = this.byId.get(id);
+    if (!rec || rec.connection.state === state) return;
+    rec.connection.state = state;
+    this.emit({ type: 'UPDATE', connection: rec.connection });
+  }
+
+  delete(id: string): void {
+    const rec = this.byId.get(id);
+    if (!rec) return;
+    this.byId.delete(id);
+    if (this.byClientId.get(rec.clientId) === id) this.byClientId.delete(rec.clientId);
+    this.persist();
+    this.emit({ type: 'DELETE', connection: { ...rec.connection, state: 'DOWN' } });
+  }
+
+  subscribe(fn: (e: StoreEvent) => void): () => void {
+    this.events.on('event', fn);
+    return () => this.events.off('event', fn);
+  }
+
+  flush(): Promise<void> {
+    return this.file?.flush() ?? Promise.resolve();
+  }
+
+  private emit(e: StoreEvent): void {
+    this.events.emit('event', e);
+  }
+
+  private persist(): void {
+    this.file?.save(this.all());
+  }
+}

@@ -1,0 +1,149 @@
+import path from 'node:path';
+import { addService, startServer, type RunningServer } from '../api/grpc.js';
+import { messageCodec } from '../api/codec.js';
+import { compose, type Chain } from '../chain/types.js';
+import { updatePath } from '../chain/elements/update-path.js';
+import { Expiry } from '../chain/elements/expire.js';
+import type { Dataplane } from '../dataplane/types.js';
+import { createNetlinkDataplane } from '../dataplane/veth/index.js';
+import { createEmbeddedRegistry } from '../registry/embedded/index.js';
+import type { Registry } from '../registry/types.js';
+import { RoundRobin } from '../select/index.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
+import type { Logger } from '../util/log.js';
+import { messageOf } from '../util/errors.js';
+import { begin } from './chain/begin.js';
+import { clientInfo } from './chain/client-info.js';
+import { clientMechanism } from './chain/client-mechanism.js';
+import { connect, EndpointClients } from './chain/connect.js';
+import { discover } from './chain/discover.js';
+import { plumb } from './chain/plumb.js';
+import { select } from './chain/select.js';
+import type { NsmdCloseState, NsmdRequestState } from './chain/state.js';
+import { track } from './chain/track.js';
+import type { NsmdConfig } from './config.js';
+import { ConnectionStore, type ConnectionRecord } from './connection-store.js';
+import { monitorHandlers } from './monitor-server.js';
+import { networkServiceHandlers } from './network-service-server.js';
+import { endpointRegistryHandlers, networkServiceRegistryHandlers } from './registry-server.js';
+
+export interface Nsmd {
+  readonly url: string;
+  readonly store: ConnectionStore;
+  readonly registry: Registry;
+  readonly dataplane: Dataplane;
+  /** Closes one connection through the whole chain, as an expiry would. */
+  closeConnection(id: string, reason: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function openRegistry(cfg: NsmdConfig, log: Logger): Promise<Registry> {
+  if (cfg.registryUrl !== 'embedded') {
+    throw new Error(`NSM_REGISTRY_URL "${cfg.registryUrl}" is not supported by this build: use "embedded"`);
+  }
+  return createEmbeddedRegistry({
+    stateFile: path.join(cfg.stateDir, 'registry.json'),
+    maxExpirationMs: cfg.registryExpiration,
+    logger: log.child({ component: 'registry' }),
+  });
+}
+
+/** Assembles nsmd: registry, data plane, the Request chain, and the local gRPC API. */
+export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
+  const registry = await openRegistry(cfg, log);
+  const dataplane = await createNetlinkDataplane({ logger: log.child({ component: 'dataplane' }) });
+  const store = new ConnectionStore(path.join(cfg.stateDir, 'connections.json'), log);
+  const clients = new EndpointClients();
+  const mutex = new KeyedMutex();
+
+  let chain: Chain<NsmdRequestState, NsmdCloseState>;
+  const closeRecord = (rec: ConnectionRecord, reason: string) => {
+    const clog = log.child({ conn: rec.id, reason });
+    clog.info('closing connection');
+    return chain.close({ connection: rec.connection, record: rec, deadline: Date.now() + cfg.requestTimeout, log: clog });
+  };
+  const closeConnection = async (id: string, reason: string) => {
+    const rec = store.get(id);
+    if (rec) await closeRecord(rec, reason);
+  };
+  const expiry = new Expiry(cfg.maxTokenLifetime, (id) => {
+    closeConnection(id, 'not refreshed before expiry').catch((e: unknown) => log.error({ conn: id, err: messageOf(e) }, 'expiry close failed'));
+  });
+
+  chain = compose<NsmdRequestState, NsmdCloseState>([
+    updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
+    begin(store, mutex),
+    expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
+    track(store),
+    clientInfo({ nodeName: cfg.nodeName, clusterName: cfg.clusterName }),
+    clientMechanism(dataplane, cfg.mtu),
+    discover(registry),
+    select(new RoundRobin()),
+    plumb(dataplane),
+    connect(clients, Math.min(cfg.requestTimeout, 5000)),
+  ]);
+
+  // An endpoint that leaves the registry (unregistered or expired) takes its connections down with it.
+  const unwatch = registry.watchEndpoints(messageCodec('registry.NetworkServiceEndpoint').normalize({}), (e) => {
+    if (!e.deleted) return;
+    clients.forget(e.nse.url);
+    for (const rec of store.all()) if (rec.endpoint.name === e.nse.name) store.setState(rec.id, 'DOWN');
+  });
+
+  await adoptPersisted(store, expiry, closeRecord, log);
+
+  let server: RunningServer;
+  try {
+    server = await startServer(cfg.listenOn, (s) => {
+      addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain, store, requestTimeoutMs: cfg.requestTimeout, log }));
+      addService(s, 'connection.MonitorConnection', monitorHandlers(store));
+      addService(s, 'registry.NetworkServiceRegistry', networkServiceRegistryHandlers(registry));
+      addService(s, 'registry.NetworkServiceEndpointRegistry', endpointRegistryHandlers(registry));
+    });
+  } catch (e) {
+    unwatch();
+    expiry.stop();
+    await Promise.allSettled([registry.close(), dataplane.close(), store.flush()]);
+    throw e;
+  }
+  log.info({ listenOn: server.url, name: cfg.name, node: cfg.nodeName, connections: store.size }, 'nsmd ready');
+
+  return {
+    url: server.url,
+    store,
+    registry,
+    dataplane,
+    closeConnection,
+    async stop() {
+      await server.close();
+      unwatch();
+      expiry.stop();
+      if (cfg.cleanupOnExit) await Promise.allSettled(store.all().map((r) => closeRecord(r, 'nsmd stopping')));
+      await store.flush();
+      clients.close();
+      await registry.close();
+      await dataplane.close();
+    },
+  };
+}
+
+/**
+ * Connections outlive an nsmd restart: live ones are taken back (their devices are still in place and a
+ * refresh finds them), lapsed ones are closed so their devices do not leak.
+ */
+async function adoptPersisted(
+  store: ConnectionStore,
+  expiry: Expiry,
+  closeRecord: (rec: ConnectionRecord, reason: string) => Promise<void>,
+  log: Logger,
+): Promise<void> {
+  const persisted = store.loadPersisted();
+  const lapsed: ConnectionRecord[] = [];
+  for (const rec of persisted) {
+    store.put(rec);
+    if (rec.expiresAt <= Date.now()) lapsed.push(rec);
+    else expiry.arm(rec.id, rec.expiresAt);
+  }
+  if (persisted.length) log.info({ adopted: persisted.length - lapsed.length, lapsed: lapsed.length }, 'connections from the previous run');
+  await Promise.allSettled(lapsed.map((rec) => closeRecord(rec, 'lapsed while nsmd was down')));
+}

@@ -1,0 +1,43 @@
+import type * as grpc from '@grpc/grpc-js';
+import { unary } from '../api/grpc.js';
+import type { Connection, Empty, NetworkServiceRequest } from '../api/types.js';
+import { validateRequest } from '../api/validate.js';
+import type { Chain } from '../chain/types.js';
+import { notFound } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { ConnectionStore } from './connection-store.js';
+import type { NsmdCloseState, NsmdRequestState } from './chain/state.js';
+
+export interface NetworkServiceServerOptions {
+  chain: Chain<NsmdRequestState, NsmdCloseState>;
+  store: ConnectionStore;
+  requestTimeoutMs: number;
+  log: Logger;
+}
+
+/** The gRPC edge of networkservice.NetworkService: validates, applies a deadline, runs the chain. */
+export function networkServiceHandlers(o: NetworkServiceServerOptions): grpc.UntypedServiceImplementation {
+  return {
+    Request: unary<NetworkServiceRequest, Connection>(async (req, call) => {
+      validateRequest(req);
+      const deadline = Math.min(Date.now() + o.requestTimeoutMs, deadlineOf(call));
+      const log = o.log.child({ conn: req.connection.id, service: req.connection.network_service });
+      const conn = await o.chain.request({ request: req, deadline, log, refresh: false });
+      log.debug({ endpoint: conn.network_service_endpoint_name }, 'connected');
+      return conn;
+    }),
+    Close: unary<Connection, Empty>(async (conn, call) => {
+      const record = o.store.lookup(conn);
+      if (!record) throw notFound(`no connection with id "${conn.id}" is known to this nsmd (already closed or expired?)`);
+      const deadline = Math.min(Date.now() + o.requestTimeoutMs, deadlineOf(call));
+      await o.chain.close({ connection: conn, record, deadline, log: o.log.child({ conn: record.id }) });
+      return {};
+    }),
+  };
+}
+
+function deadlineOf(call: grpc.ServerUnaryCall<unknown, unknown>): number {
+  const d = call.getDeadline();
+  if (d instanceof Date) return d.getTime();
+  return Number.isFinite(d) && d > 0 ? d : Infinity;
+}

@@ -16,6 +16,7 @@ export const nsmdSettings = {
   registryExpiration: dur('NSM_REGISTRY_EXPIRATION', 'registry-expiration', '1m', 'longest an endpoint registration lives without renewal'),
   requestTimeout: dur('NSM_REQUEST_TIMEOUT', 'request-timeout', '15s', 'deadline for one Request through the whole chain'),
   mtu: int('NSM_MTU', 'mtu', 1500, 'MTU of local (veth) connections when the client asks for none', 576, 65535),
+  statsInterval: dur('NSM_STATS_INTERVAL', 'stats-interval', '0ms', 'log a "stats" line (memory, connections, event-loop delay) this often; 0ms = off'),
   cleanupOnExit: bool('NSM_CLEANUP_ON_EXIT', 'cleanup-on-exit', false, 'close every connection when nsmd stops (otherwise they survive a restart)'),
 };
 

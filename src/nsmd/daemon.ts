@@ -25,6 +25,7 @@ import type { NsmdConfig } from './config.js';
 import { ConnectionStore, type ConnectionRecord } from './connection-store.js';
 import { monitorHandlers } from './monitor-server.js';
 import { networkServiceHandlers } from './network-service-server.js';
+import { startStatsReporter } from './stats.js';
 import { endpointRegistryHandlers, networkServiceRegistryHandlers } from './registry-server.js';
 
 export interface Nsmd {
@@ -106,7 +107,8 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     await Promise.allSettled([registry.close(), dataplane.close(), store.flush()]);
     throw e;
   }
-  log.info({ listenOn: server.url, name: cfg.name, node: cfg.nodeName, connections: store.size }, 'nsmd ready');
+  log.info({ listenOn: server.url, nsmName: cfg.name, node: cfg.nodeName, connections: store.size }, 'nsmd ready');
+  const stats = startStatsReporter(cfg.statsInterval, log, () => store.size);
 
   return {
     url: server.url,
@@ -115,6 +117,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     dataplane,
     closeConnection,
     async stop() {
+      stats.stop();
       await server.close();
       unwatch();
       expiry.stop();

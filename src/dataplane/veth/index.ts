@@ -5,7 +5,7 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import { netnsPath } from '../netns.js';
+import { isInodeUrl, netnsPath } from '../netns.js';
 import type { Dataplane, NetnsSnapshot, VethSpec } from '../types.js';
 import { DataplaneError, fromWire, type Call, type ExitNow, type Results, type WorkerConfig, type WorkerMessage, type WorkerStats } from './protocol.js';
 import { spawnWorker } from './spawn.js';
@@ -32,6 +32,8 @@ export interface NetlinkDataplane extends Dataplane {
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
+  /** Where the call was made; a worker error's own stack would only show the message port. */
+  site: Error;
 }
 
 class WorkerClient {
@@ -89,7 +91,7 @@ class WorkerClient {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<Results[C['op']]>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, site: new Error() });
       if (this.pending.size === 1) this.worker.ref();
       this.worker.postMessage({ ...c, id });
     });
@@ -118,8 +120,13 @@ class WorkerClient {
       case 'reply': {
         const p = this.settle(m.id);
         if (!p) return;
-        if (m.ok) p.resolve(m.value);
-        else p.reject(fromWire(m.error));
+        if (m.ok) {
+          p.resolve(m.value);
+        } else {
+          const err = fromWire(m.error);
+          err.stack = `${err.name}: ${err.message}\n${(p.site.stack ?? '').split('\n').slice(1).join('\n')}`;
+          p.reject(err);
+        }
         return;
       }
       case 'log':
@@ -160,12 +167,12 @@ class Impl implements NetlinkDataplane {
 
   private async resolveSpec(spec: VethSpec): Promise<VethSpec> {
     const [c, e] = await Promise.all([netnsPath(spec.client.netns), netnsPath(spec.endpoint.netns)]);
-    if (c === spec.client.netns && e === spec.endpoint.netns) return spec;
     return { ...spec, client: { ...spec.client, netns: c }, endpoint: { ...spec.endpoint, netns: e } };
   }
 
   async createVeth(spec: VethSpec): Promise<void> {
-    const s = await this.resolveSpec(spec);
+    // Plain paths skip the resolver's promises: callers submit a thousand of these in one tick.
+    const s = isInodeUrl(spec.client?.netns ?? '') || isInodeUrl(spec.endpoint?.netns ?? '') ? await this.resolveSpec(spec) : spec;
     await this.run({ op: 'createVeth', spec: s });
     this.log.debug({ connId: spec.connId, client: spec.client.ifname, endpoint: spec.endpoint.ifname }, 'veth created');
   }

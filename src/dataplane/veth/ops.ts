@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { AttrStream, FlagsNew, ifla, rt, type RtNetlinkSocket, type StreamData } from 'netlink';
 import { AF_INET, AF_INET6, afOf, formatIp, maskBytes, parseCidr, parseIp, type ParsedCidr } from '../ip.js';
 import { ALIAS_PREFIX, type LinkEnd, type LinkState, type NetnsSnapshot, type RouteState, type VethSpec } from '../types.js';
+import { DeleteBatcher } from './batch-delete.js';
 import { DataplaneError, codeOf, messageOf, type OwnedLink } from './protocol.js';
 import type { NetnsHandle, PoolLog, SocketPool } from './sockets.js';
 
@@ -89,6 +90,8 @@ function vethLinkinfo(peerName: string, peerNsFd: number, mtu: number): Buffer {
 }
 
 export class Ops {
+  private readonly deleter = new DeleteBatcher();
+
   constructor(
     private readonly pool: SocketPool,
     private readonly log: PoolLog,
@@ -151,12 +154,10 @@ export class Ops {
         const failure = wrap(what, err);
         try {
           // Deleting one end removes both.
-          await ce.request((s) => (cIdx ? s.delLink({ index: cIdx }) : s.delLink({}, { ifname: client.end.ifname })));
+          await this.deleter.delete(ce, cIdx ? { index: cIdx } : { ifname: client.end.ifname });
         } catch (rbErr) {
-          if (codeOf(rbErr) !== 'ENODEV') {
-            this.log('error', 'rollback of half-made veth failed', { connId: spec.connId, err: messageOf(rbErr) });
-            throw new DataplaneError(`${failure.message}; rollback also failed: ${messageOf(rbErr)}`, failure.code, failure.errno);
-          }
+          this.log('error', 'rollback of half-made veth failed', { connId: spec.connId, err: messageOf(rbErr) });
+          throw new DataplaneError(`${failure.message}; rollback also failed: ${messageOf(rbErr)}`, failure.code, failure.errno);
         }
         throw failure;
       }
@@ -225,9 +226,8 @@ export class Ops {
       throw wrap(`deleteVeth ${ifname}`, err);
     }
     try {
-      await h.request((s) => s.delLink({}, { ifname }));
+      await this.deleter.delete(h, { ifname });
     } catch (err) {
-      if (codeOf(err) === 'ENODEV') return;
       throw wrap(`deleteVeth ${ifname} in ${netns}`, err);
     } finally {
       this.pool.release(h);
@@ -346,11 +346,11 @@ export class Ops {
       throw wrap(`sweep ${netns}`, err);
     }
     try {
-      const results = await Promise.allSettled(links.map((l) => h.request((s) => s.delLink({ index: l.index }))));
+      // A link already gone (e.g. the peer of one deleted earlier in this sweep) counts as deleted.
+      const results = await Promise.allSettled(links.map((l) => this.deleter.delete(h, { index: l.index, ifname: l.ifname })));
       const failures: string[] = [];
       results.forEach((r, i) => {
-        // ENODEV: already gone, e.g. it was the peer of a link deleted just before in this same sweep.
-        if (r.status === 'rejected' && codeOf(r.reason) !== 'ENODEV') failures.push(`${links[i]?.ifname}: ${codeOf(r.reason)}`);
+        if (r.status === 'rejected') failures.push(`${links[i]?.ifname}: ${codeOf(r.reason)}`);
       });
       if (failures.length) throw new DataplaneError(`sweep ${netns}: could not delete ${failures.join(', ')}`, 'EIO');
       return links.map((l) => l.ifname);

@@ -1,8 +1,10 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadInodeUrlError, NetnsNotFoundError, inodeUrlOf, parseInodeUrl, resolveInodeUrl } from '../../src/dataplane/netns.js';
 import { ALIAS_PREFIX, type NetnsSnapshot, type VethSpec } from '../../src/dataplane/types.js';
 import { createNetlinkDataplane, type NetlinkDataplane } from '../../src/dataplane/veth/index.js';
+import { TS_HOOKS } from '../../src/dataplane/veth/spawn.js';
 import { createNetns, deleteNetns, execIn, ping, sweepStale, tag, waitFor, type Netns } from '../helpers/netns.js';
 
 let dp: NetlinkDataplane;
@@ -298,6 +300,24 @@ describe('netlink dataplane', () => {
     expect(maxDelayMs).toBeLessThan(15);
     expect(ours(await dp.snapshot(c.path)).links).toEqual([]);
     await Promise.all([deleteNetns(c), deleteNetns(d)]);
+  });
+
+  it('lets a process exit without close() while sockets are open (no segfault)', async () => {
+    // A child process so a crash cannot take the test runner down; it loads the TS sources the way the worker does.
+    const index = new URL('../../src/dataplane/veth/index.ts', import.meta.url).href;
+    for (const ending of ['process.exit(0)', '/* natural end */']) {
+      const code = `
+        import { register } from 'node:module';
+        register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(TS_HOOKS)}), { data: { resolveFrom: ${JSON.stringify(index)} } });
+        const { createNetlinkDataplane } = await import(${JSON.stringify(index)});
+        const dp = await createNetlinkDataplane();
+        await dp.snapshot(${JSON.stringify(a.path)});
+        const { openSockets } = await dp.stats();
+        if (openSockets.length !== 1) throw new Error('expected an open socket');
+        ${ending};`;
+      const r = await execa('node', ['--input-type=module', '-e', code], { reject: false });
+      expect({ exitCode: r.exitCode, signal: r.signal, stderr: r.stderr }).toEqual({ exitCode: 0, signal: undefined, stderr: '' });
+    }
   });
 
   it('closes idle sockets so deleted namespaces are not pinned', async () => {

@@ -3,6 +3,13 @@
 export interface Timestamp { seconds: number; nanos: number }
 export type Empty = Record<string, never>;
 
+/** google.protobuf.Struct */
+export interface Struct { fields: Record<string, StructValue> }
+/** google.protobuf.Value: exactly one member is present. */
+export interface StructValue { nullValue?: 'NULL_VALUE'; numberValue?: number; stringValue?: string; boolValue?: boolean; structValue?: Struct; listValue?: ListValue }
+/** google.protobuf.ListValue */
+export interface ListValue { values: StructValue[] }
+
 /** connection.Mechanism */
 export interface Mechanism {
   cls: string;
@@ -211,6 +218,75 @@ export interface NetworkServiceEndpointResponse {
   deleted: boolean;
 }
 
+/** X509SVIDRequest */
+export interface X509SVIDRequest {
+}
+
+/** X509SVIDResponse */
+export interface X509SVIDResponse {
+  svids: X509SVID[];
+  crl: Uint8Array[];
+  federated_bundles: Record<string, Uint8Array>;
+}
+
+/** X509SVID */
+export interface X509SVID {
+  spiffe_id: string;
+  x509_svid: Uint8Array;
+  x509_svid_key: Uint8Array;
+  bundle: Uint8Array;
+  hint: string;
+}
+
+/** X509BundlesRequest */
+export interface X509BundlesRequest {
+}
+
+/** X509BundlesResponse */
+export interface X509BundlesResponse {
+  crl: Uint8Array[];
+  bundles: Record<string, Uint8Array>;
+}
+
+/** JWTSVIDRequest */
+export interface JWTSVIDRequest {
+  audience: string[];
+  spiffe_id: string;
+}
+
+/** JWTSVIDResponse */
+export interface JWTSVIDResponse {
+  svids: JWTSVID[];
+}
+
+/** JWTSVID */
+export interface JWTSVID {
+  spiffe_id: string;
+  svid: string;
+  hint: string;
+}
+
+/** JWTBundlesRequest */
+export interface JWTBundlesRequest {
+}
+
+/** JWTBundlesResponse */
+export interface JWTBundlesResponse {
+  bundles: Record<string, Uint8Array>;
+}
+
+/** ValidateJWTSVIDRequest */
+export interface ValidateJWTSVIDRequest {
+  audience: string;
+  svid: string;
+}
+
+/** ValidateJWTSVIDResponse */
+export interface ValidateJWTSVIDResponse {
+  spiffe_id: string;
+  claims: Struct | null;
+}
+
 /** Every message type by its fully qualified proto name. */
 export interface MessageTypes {
   'connection.Mechanism': Mechanism;
@@ -240,8 +316,23 @@ export interface MessageTypes {
   'registry.NetworkServiceEndpointQuery': NetworkServiceEndpointQuery;
   'registry.NetworkServiceResponse': NetworkServiceResponse;
   'registry.NetworkServiceEndpointResponse': NetworkServiceEndpointResponse;
+  'X509SVIDRequest': X509SVIDRequest;
+  'X509SVIDResponse': X509SVIDResponse;
+  'X509SVID': X509SVID;
+  'X509BundlesRequest': X509BundlesRequest;
+  'X509BundlesResponse': X509BundlesResponse;
+  'JWTSVIDRequest': JWTSVIDRequest;
+  'JWTSVIDResponse': JWTSVIDResponse;
+  'JWTSVID': JWTSVID;
+  'JWTBundlesRequest': JWTBundlesRequest;
+  'JWTBundlesResponse': JWTBundlesResponse;
+  'ValidateJWTSVIDRequest': ValidateJWTSVIDRequest;
+  'ValidateJWTSVIDResponse': ValidateJWTSVIDResponse;
   'google.protobuf.Timestamp': Timestamp;
   'google.protobuf.Empty': Empty;
+  'google.protobuf.Struct': Struct;
+  'google.protobuf.Value': StructValue;
+  'google.protobuf.ListValue': ListValue;
 }
 
 /** Every RPC: request and response message names, and whether each side streams. */
@@ -262,5 +353,12 @@ export const services = {
     Register: { request: 'registry.NetworkServiceEndpoint', response: 'registry.NetworkServiceEndpoint', requestStream: false, responseStream: false },
     Find: { request: 'registry.NetworkServiceEndpointQuery', response: 'registry.NetworkServiceEndpointResponse', requestStream: false, responseStream: true },
     Unregister: { request: 'registry.NetworkServiceEndpoint', response: 'google.protobuf.Empty', requestStream: false, responseStream: false },
+  },
+  'SpiffeWorkloadAPI': {
+    FetchX509SVID: { request: 'X509SVIDRequest', response: 'X509SVIDResponse', requestStream: false, responseStream: true },
+    FetchX509Bundles: { request: 'X509BundlesRequest', response: 'X509BundlesResponse', requestStream: false, responseStream: true },
+    FetchJWTSVID: { request: 'JWTSVIDRequest', response: 'JWTSVIDResponse', requestStream: false, responseStream: false },
+    FetchJWTBundles: { request: 'JWTBundlesRequest', response: 'JWTBundlesResponse', requestStream: false, responseStream: true },
+    ValidateJWTSVID: { request: 'ValidateJWTSVIDRequest', response: 'ValidateJWTSVIDResponse', requestStream: false, responseStream: false },
   },
 } as const;

@@ -49,7 +49,10 @@ class WorkerClient {
   ) {
     worker.on('message', (m: WorkerMessage) => this.onMessage(m));
     worker.on('error', (err) => this.fail(err instanceof Error ? err : new Error(String(err))));
-    this.exited = new Promise((resolve) => worker.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => worker.once('exit', (code) => {
+      if (code !== 0) this.log.error({ code }, 'dataplane worker exited unexpectedly');
+      resolve();
+    }));
     process.on('exit', this.onProcessExit);
     void this.exited.then(() => process.off('exit', this.onProcessExit));
     void this.exited.then(() => this.fail(new DataplaneError('dataplane worker exited', 'ECLOSED')));
@@ -84,6 +87,7 @@ class WorkerClient {
       };
       this.worker.on('message', onMsg);
       this.worker.once('error', onErr);
+      void this.exited.then(() => reject(new DataplaneError('dataplane worker exited during startup', 'EWORKER')));
     });
   }
 
@@ -95,10 +99,6 @@ class WorkerClient {
       if (this.pending.size === 1) this.worker.ref();
       this.worker.postMessage({ ...c, id });
     });
-  }
-
-  get inFlight(): number {
-    return this.pending.size;
   }
 
   async waitExit(): Promise<void> {
@@ -243,7 +243,7 @@ class Impl implements NetlinkDataplane {
  * sockets and lets the worker end on its own.
  */
 export async function createNetlinkDataplane(opts: NetlinkDataplaneOptions = {}): Promise<NetlinkDataplane> {
-  const log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'dataplane' });
+  const log = opts.logger ?? pino({ level: 'silent' });
   const config: WorkerConfig = {
     socketIdleMs: opts.socketIdleMs ?? 2000,
     maxInFlight: opts.maxInFlight ?? 32,

@@ -14,6 +14,7 @@ const NLM_F_ECHO = 8;
 const RTNH_F_ONLINK = 4;
 const RT_TABLE_MAIN = 254;
 const IFNAMSIZ = 16;
+const IFALIASZ = 256;
 
 function attrs(sd: StreamData): Buffer {
   const s = new AttrStream();
@@ -112,6 +113,7 @@ export class Ops {
       throw invalid(`createVeth ${spec.connId}: mtu ${spec.mtu} must be an integer in 68..65535`);
     }
     const alias = `${ALIAS_PREFIX}${spec.connId}`;
+    if (Buffer.byteLength(alias) >= IFALIASZ) throw invalid(`createVeth ${spec.connId}: connId too long for a link alias (${IFALIASZ - 1} bytes with prefix)`);
     const client = prepareEnd(spec.client, `createVeth ${spec.connId} client`);
     const endpoint = prepareEnd(spec.endpoint, `createVeth ${spec.connId} endpoint`);
     const what = `createVeth ${spec.connId} (${client.end.ifname} in ${client.end.netns} <-> ${endpoint.end.ifname} in ${endpoint.end.netns})`;

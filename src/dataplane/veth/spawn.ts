@@ -11,7 +11,8 @@
  */
 import { Worker } from 'node:worker_threads';
 
-const TS_HOOKS = `
+/** Loader hook module source; exported so tests can start a child process from TS sources the same way. */
+export const TS_HOOKS = `
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -46,13 +47,16 @@ export async function load(url, context, next) {
 }
 `;
 
-// CommonJS because eval'd worker code is a script; it installs the hook, then imports the real entry.
+// Eval'd worker code is a CommonJS script unless the parent runs with --input-type=module (inherited),
+// so it sticks to dynamic import(), which both accept. It installs the hook, then imports the real entry.
 const TS_BOOT = `
-const { register } = require('node:module');
-const { workerData } = require('node:worker_threads');
-const boot = workerData.__tsBoot;
-register('data:text/javascript,' + encodeURIComponent(boot.hooks), { data: { resolveFrom: boot.resolveFrom } });
-import(boot.entry).catch((err) => { setImmediate(() => { throw err; }); });
+Promise.all([import('node:module'), import('node:worker_threads')])
+  .then(([{ register }, { workerData }]) => {
+    const boot = workerData.__tsBoot;
+    register('data:text/javascript,' + encodeURIComponent(boot.hooks), { data: { resolveFrom: boot.resolveFrom } });
+    return import(boot.entry);
+  })
+  .catch((err) => { setImmediate(() => { throw err; }); });
 `;
 
 export function spawnWorker(entry: string, workerData: Record<string, unknown>): Worker {

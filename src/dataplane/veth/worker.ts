@@ -19,6 +19,25 @@ const pool = new SocketPool({ idleMs: config.socketIdleMs, maxInFlight: config.m
 const ops = new Ops(pool, log);
 let closing = false;
 
+// A worker dying of an uncaught error with a netlink socket open segfaults the whole process. Close the
+// sockets and end just this thread; the main side fails pending calls when it sees the exit.
+const die = (err: unknown): void => {
+  log('error', 'dataplane worker crashed', { err: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+  shutdown();
+  process.exit(1);
+};
+
+/** Closes every socket and tells a main thread blocked in its exit handler that it may proceed. */
+function shutdown(): void {
+  closing = true;
+  pool.closeAll();
+  const flag = new Int32Array(config.exitFlag);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+}
+process.on('uncaughtException', die);
+process.on('unhandledRejection', die);
+
 async function dispatch(c: Call): Promise<Results[Call['op']]> {
   switch (c.op) {
     case 'createVeth':
@@ -42,18 +61,13 @@ async function dispatch(c: Call): Promise<Results[Call['op']]> {
 
 port.on('message', (req: Request | ExitNow) => {
   if (req.op === 'exitNow') {
-    closing = true;
-    pool.closeAll();
-    const flag = new Int32Array(config.exitFlag);
-    Atomics.store(flag, 0, 1);
-    Atomics.notify(flag, 0);
+    shutdown();
     port.close();
     return;
   }
   if (req.op === 'close') {
-    closing = true;
     // The main side only sends close after every other call has been answered.
-    pool.closeAll();
+    shutdown();
     post({ kind: 'reply', id: req.id, ok: true, value: undefined });
     // With the sockets closed, letting the port go ends the thread normally (terminate() would crash it).
     port.close();

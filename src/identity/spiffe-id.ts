@@ -101,6 +101,12 @@ export function trustDomainId(trustDomain: string): string {
 
 /** Builds spiffe://<td>/<seg>/<seg>..., refusing segments that would not parse back to the same ID. */
 export function spiffeIdFromSegments(trustDomain: string, ...segments: string[]): string {
+  for (const s of segments) {
+    // Checked one by one: "a/b" as one segment would silently become two.
+    if (s === '' || s === '.' || s === '..' || !SEGMENT_CHARS.test(s)) {
+      throw new Error(`"${s}" cannot be a SPIFFE ID path segment: use a-z, A-Z, 0-9, ".", "-" and "_", not only dots`);
+    }
+  }
   const id = `${SCHEME}${parseTrustDomain(trustDomain)}${segments.map((s) => '/' + s).join('')}`;
   parseSpiffeId(id);
   return id;

@@ -120,6 +120,15 @@ function signs(issuer: X509Certificate, cert: X509Certificate): boolean {
   }
 }
 
+/** Names itself as issuer and carries its own signature; checkIssued would not say so for a leaf (no keyCertSign). */
+function isSelfSigned(cert: X509Certificate): boolean {
+  try {
+    return cert.subject === cert.issuer && cert.verify(cert.publicKey);
+  } catch {
+    return false;
+  }
+}
+
 function asCert(c: Buffer | Uint8Array | X509Certificate): X509Certificate {
   return c instanceof X509Certificate ? c : new X509Certificate(Buffer.from(c));
 }
@@ -161,7 +170,7 @@ export function verifySvid(chain: readonly (Buffer | Uint8Array | X509Certificat
   if (facts.keyUsage & (KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign)) {
     throw new SvidError(`certificate of ${spiffeId} has keyUsage keyCertSign or cRLSign, which a leaf SVID must not have`);
   }
-  if (signs(leaf, leaf)) throw new SvidError(`certificate of ${spiffeId} is self-signed`);
+  if (isSelfSigned(leaf)) throw new SvidError(`certificate of ${spiffeId} is self-signed`);
   if (now < facts.notBefore) throw new SvidError(`certificate of ${spiffeId} is not valid before ${iso(facts.notBefore)}`);
   if (now > facts.notAfter) throw new SvidError(`certificate of ${spiffeId} expired at ${iso(facts.notAfter)}`);
 

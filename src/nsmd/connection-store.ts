@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { Connection, ConnectionEventType, State } from '../api/types.js';
 import type { Logger } from '../util/log.js';
-import { StateFile } from '../util/state-file.js';
+import { CoalescedWriter } from '../util/coalesced-writer.js';
+import { readStateFile, writeStateFile } from '../util/state-file.js';
 
 export interface PlumbedEnd {
   inodeUrl: string;
@@ -24,6 +25,9 @@ export interface ConnectionRecord {
   expiresAt: number;
 }
 
+/** A burst of Requests costs one write of the state file. */
+const PERSIST_DELAY_MS = 50;
+
 export interface StoreEvent {
   type: Exclude<ConnectionEventType, 'INITIAL_STATE_TRANSFER'>;
   connection: Connection;
@@ -34,16 +38,30 @@ export class ConnectionStore {
   private readonly byId = new Map<string, ConnectionRecord>();
   private readonly byClientId = new Map<string, string>();
   private readonly events = new EventEmitter();
-  private readonly file: StateFile<ConnectionRecord[]> | undefined;
+  private readonly writer: CoalescedWriter | undefined;
 
-  constructor(stateFile: string | undefined, log: Logger) {
-    this.file = stateFile ? new StateFile(stateFile, log) : undefined;
+  constructor(
+    private readonly stateFile: string | undefined,
+    private readonly log: Logger,
+  ) {
+    this.writer = stateFile
+      ? new CoalescedWriter(
+          () => writeStateFile(stateFile, this.all()),
+          PERSIST_DELAY_MS,
+          (err) => log.error({ err: (err as Error).message, file: stateFile }, 'could not write connection state'),
+        )
+      : undefined;
     this.events.setMaxListeners(0);
   }
 
   /** Records persisted by a previous run, for the daemon to adopt or clean up. */
-  loadPersisted(): ConnectionRecord[] {
-    return this.file?.load() ?? [];
+  async loadPersisted(): Promise<ConnectionRecord[]> {
+    if (!this.stateFile) return [];
+    const decode = (json: unknown) => {
+      if (!Array.isArray(json)) throw new Error('expected a list of connections');
+      return json as ConnectionRecord[];
+    };
+    return (await readStateFile(this.stateFile, decode, this.log, 'connection')) ?? [];
   }
 
   get(id: string): ConnectionRecord | undefined {
@@ -101,7 +119,7 @@ export class ConnectionStore {
   }
 
   flush(): Promise<void> {
-    return this.file?.flush() ?? Promise.resolve();
+    return this.writer?.flush() ?? Promise.resolve();
   }
 
   private emit(e: StoreEvent): void {
@@ -109,6 +127,6 @@ export class ConnectionStore {
   }
 
   private persist(): void {
-    this.file?.save(this.all());
+    this.writer?.schedule();
   }
 }

@@ -140,7 +140,7 @@ async function adoptPersisted(
   closeRecord: (rec: ConnectionRecord, reason: string) => Promise<void>,
   log: Logger,
 ): Promise<void> {
-  const persisted = store.loadPersisted();
+  const persisted = await store.loadPersisted();
   const lapsed: ConnectionRecord[] = [];
   for (const rec of persisted) {
     store.put(rec);

@@ -3,67 +3,58 @@ import path from 'node:path';
 import type { Logger } from './log.js';
 
 /**
- * A JSON file written atomically (temp file + rename, mode 0600) with writes coalesced: a burst of
- * changes produces one write, and the last state always reaches the disk.
+ * Reads a JSON state file. A missing file is `undefined`. A file that cannot be understood (bad JSON, or
+ * `decode` throws) is moved aside to `<file>.corrupt` — kept for a person to look at, and so the next write
+ * does not destroy it — and the caller starts empty: refusing to start over a cache would take the node down.
  */
-export class StateFile<T> {
-  private pending: T | undefined;
-  private writing: Promise<void> | undefined;
-
-  constructor(
-    readonly file: string,
-    private readonly log: Logger,
-  ) {}
-
-  /** Reads the file; a missing file is `undefined`, a corrupt one is moved aside and reported. */
-  load(): T | undefined {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.file, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    try {
-      return JSON.parse(text) as T;
-    } catch (e) {
-      const aside = `${this.file}.corrupt`;
-      fs.renameSync(this.file, aside);
-      this.log.warn({ file: this.file, movedTo: aside, err: (e as Error).message }, 'state file is corrupt; starting empty');
-      return undefined;
-    }
+export async function readStateFile<T>(file: string, decode: (json: unknown) => T, log: Logger, what: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await fs.promises.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
   }
-
-  save(state: T): void {
-    this.pending = state;
-    this.writing ??= this.drain();
+  try {
+    return decode(JSON.parse(text));
+  } catch (err) {
+    const aside = `${file}.corrupt`;
+    await fs.promises.rename(file, aside);
+    log.warn({ err: (err as Error).message, file, movedTo: aside }, `${what} state file is corrupt; moved aside, starting empty`);
+    return undefined;
   }
+}
 
-  /** Resolves when everything saved so far is on disk. */
-  async flush(): Promise<void> {
-    while (this.writing) await this.writing;
+/**
+ * Replaces the file atomically: a crash leaves either the old or the new state, never half of one. State
+ * files hold endpoint URLs, labels and namespaces, so they are private to the owner (0600, directory 0700).
+ */
+export async function writeStateFile(file: string, value: unknown): Promise<void> {
+  const dir = path.dirname(file);
+  await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp`;
+  const fh = await fs.promises.open(tmp, 'w', 0o600);
+  try {
+    // A temp file left by a crash keeps its old mode through open('w'); force it.
+    await fh.chmod(0o600);
+    await fh.writeFile(JSON.stringify(value), 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
+  await fs.promises.rename(tmp, file);
+  await syncDir(dir);
+}
 
-  private async drain(): Promise<void> {
-    // Yield once so that synchronous bursts of save() collapse into one write.
-    await new Promise((r) => setImmediate(r));
-    try {
-      while (this.pending !== undefined) {
-        const state = this.pending;
-        this.pending = undefined;
-        await this.write(state);
-      }
-    } catch (e) {
-      this.log.error({ file: this.file, err: (e as Error).message }, 'could not write state file');
-    } finally {
-      this.writing = undefined;
-    }
-  }
-
-  private async write(state: T): Promise<void> {
-    await fs.promises.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    await fs.promises.writeFile(tmp, JSON.stringify(state), { mode: 0o600 });
-    await fs.promises.rename(tmp, this.file);
+/** Makes the rename itself durable; not every filesystem allows fsync on a directory, so failure is ignored. */
+async function syncDir(dir: string): Promise<void> {
+  let fh: fs.promises.FileHandle | undefined;
+  try {
+    fh = await fs.promises.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // best effort
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
 }

@@ -5,7 +5,8 @@ import { BadInodeUrlError, NetnsNotFoundError, inodeUrlOf, parseInodeUrl, resolv
 import { ALIAS_PREFIX, type NetnsSnapshot, type VethSpec } from '../../src/dataplane/types.js';
 import { createNetlinkDataplane, type NetlinkDataplane } from '../../src/dataplane/veth/index.js';
 import { TS_HOOKS } from '../../src/dataplane/veth/spawn.js';
-import { createNetns, deleteNetns, execIn, ping, sweepStale, tag, waitFor, type Netns } from '../helpers/netns.js';
+import { createNetns, deleteNetns, execIn, ping, sweepStale, tag, type Netns } from '../helpers/netns.js';
+import { waitFor } from '../helpers/wait.js';
 
 let dp: NetlinkDataplane;
 let a: Netns;
@@ -326,7 +327,7 @@ describe('netlink dataplane', () => {
       const spec = pair(30);
       await quick.createVeth(spec);
       expect((await quick.stats()).openSockets).toHaveLength(2);
-      await waitFor(async () => (await quick.stats()).openSockets.length === 0, 5000, 'idle sockets to close');
+      await waitFor('idle sockets to close', async () => (await quick.stats()).openSockets.length === 0, 5000);
       // Still usable: the next call reopens.
       await quick.deleteVeth({ netns: a.path, ifname: spec.client.ifname });
       expect(await quick.linkExists(b.path, spec.endpoint.ifname)).toBe(false);

@@ -11,6 +11,9 @@ import { afterAll } from 'vitest';
 import { ApiClient } from '../../src/api/grpc.js';
 import type { Netns } from './netns.js';
 import { tag } from './netns.js';
+import { waitFor } from './wait.js';
+
+export { waitFor };
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 export const BIN = {
@@ -25,22 +28,6 @@ afterAll(async () => {
   for (const p of running) p.kill('SIGKILL');
   await Promise.allSettled([...running]);
 });
-
-/** Polls `check` until it is truthy or the deadline passes; the error names what was awaited. */
-export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function track(p: ResultPromise, label: string): ResultPromise {
   running.add(p);

@@ -110,14 +110,4 @@ export async function sweepStale(): Promise<string[]> {
   return removed;
 }
 
-/** Polls `cond` until it holds or `ms` passes; for waiting on kernel state instead of sleeping. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 afterAll(cleanupNetns);

@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createEmbeddedRegistry, RegistryRequestError } from '../../src/registry/embedded/index.js';
 import { msToTimestamp } from '../../src/registry/timestamp.js';
 import type { NseEvent, NsEvent, Registry } from '../../src/registry/types.js';
-import { endpoint, nse, ns, settle, waitFor } from './helpers.js';
+import { endpoint, nse, ns, settle } from './helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -100,7 +101,7 @@ describe('embedded registry: endpoints', () => {
     const deleted: string[] = [];
     registry.watchEndpoints(nse({}), (e) => e.deleted && deleted.push(e.nse.name));
     await registry.registerEndpoint(endpoint('short', 'svc'));
-    await waitFor(() => deleted.includes('short'), 'the expiry deletion event');
+    await waitFor('the expiry deletion event', () => deleted.includes('short'), 5000);
     expect(await registry.findEndpoints(nse({ name: 'short' }))).toEqual([]);
   });
 

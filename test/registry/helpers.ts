@@ -19,15 +19,6 @@ export function endpoint(name: string, service: string, labels: Record<string, s
   });
 }
 
-/** Polls a condition instead of sleeping a guessed amount; fails with `what` if it never holds. */
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 /** Lets queued microtasks (watcher deliveries) run. */
 export async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await Promise.resolve();

@@ -1,6 +1,6 @@
 import { pino, type Logger } from 'pino';
 import type { Registry } from '../types.js';
-import { CoalescedWriter } from './coalesced-writer.js';
+import { CoalescedWriter } from '../../util/coalesced-writer.js';
 import { EmbeddedRegistry } from './embedded-registry.js';
 import { readState, writeState } from './state-file.js';
 

@@ -1,13 +1,13 @@
 import { describe, expect, it, vi } from 'vitest';
-import { CoalescedWriter } from '../../src/registry/embedded/coalesced-writer.js';
-import { waitFor } from './helpers.js';
+import { CoalescedWriter } from '../../src/util/coalesced-writer.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('CoalescedWriter', () => {
   it('folds many schedules into one write', async () => {
     let writes = 0;
     const w = new CoalescedWriter(async () => void writes++, 10, () => undefined);
     for (let i = 0; i < 1000; i++) w.schedule();
-    await waitFor(() => writes === 1, 'the coalesced write');
+    await waitFor('the coalesced write', () => writes === 1, 5000);
     await w.flush();
     expect(writes).toBe(1);
   });
@@ -29,11 +29,11 @@ describe('CoalescedWriter', () => {
       () => undefined,
     );
     w.schedule();
-    await waitFor(() => writes === 1, 'the first write to start');
+    await waitFor('the first write to start', () => writes === 1, 5000);
     w.schedule();
     w.schedule();
     release();
-    await waitFor(() => writes === 2, 'the follow-up write');
+    await waitFor('the follow-up write', () => writes === 2, 5000);
     await w.flush();
     expect(writes).toBe(2);
     expect(maxActive).toBe(1);
@@ -62,7 +62,7 @@ describe('CoalescedWriter', () => {
       onError,
     );
     w.schedule();
-    await waitFor(() => onError.mock.calls.length === 1, 'the error report');
+    await waitFor('the error report', () => onError.mock.calls.length === 1, 5000);
     fail = true;
     await expect(w.flush()).rejects.toThrow('disk full');
     fail = false;

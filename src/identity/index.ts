@@ -1,0 +1,13 @@
+export { SpiffeIdError, parseSpiffeId, isSpiffeId, trustDomainOf, parseTrustDomain, trustDomainId, spiffeIdFromSegments, podId } from './spiffe-id.js';
+export type { ParsedSpiffeId } from './spiffe-id.js';
+export { SvidError, createCa, caFromDer, issueSvid, verifySvid, DEFAULT_CA_TTL_MS } from './x509.js';
+export type { Ca, IssuedSvid, VerifiedSvid, Bundles } from './x509.js';
+export { splitDer, parseCertificates, concatDer, toPem, toDerList } from './der.js';
+export { Svid, StaticX509Source } from './source.js';
+export type { X509Source } from './source.js';
+export { EmbeddedIssuer } from './issuer.js';
+export type { EmbeddedIssuerOptions } from './issuer.js';
+export { connectX509Source, WorkloadX509Source, DEFAULT_WORKLOAD_API_SOCKET } from './workload-client.js';
+export type { X509SourceOptions } from './workload-client.js';
+export { serverCredentials, channelCredentials, peerOf } from './tls.js';
+export type { SpiffePeer, ServerCredentialsOptions, ChannelCredentialsOptions } from './tls.js';

@@ -1,0 +1,211 @@
+/**
+ * X.509-SVID mutual TLS for @grpc/grpc-js, following rotation.
+ *
+ * How rotation reaches grpc-js (1.14.7): both sides are built on grpc-js's experimental CertificateProvider.
+ * - Server: createCertificateProviderServerCredentials registers a watcher per bound port; each provider
+ *   update becomes http2SecureServer.setSecureContext(), which applies to handshakes from then on while
+ *   established connections (and their open streams) keep the context they were made with.
+ * - Client: createCertificateProviderChannelCredentials builds a new SecureContext from the latest update for
+ *   every new connection; existing connections are untouched.
+ * The provider below turns an X509Source's 'update' events into those provider updates.
+ *
+ * SPIFFE verification beyond what TLS does:
+ * - Trust anchors given to OpenSSL are the union of all bundles, so OpenSSL alone would accept trust domain
+ *   A's ID signed by B's CA. The client re-verifies the server's chain in checkServerIdentity (which also
+ *   replaces Node's DNS hostname check: SVIDs carry no DNS names); the server re-verifies every call in an
+ *   interceptor, before any handler runs.
+ * - grpc-js's server auth context carries the peer's leaf only (getPeerCertificate() without the chain), so
+ *   server-side re-verification works for SVIDs signed directly by a bundle CA (SPIRE without an upstream
+ *   authority, and the embedded issuer); a client whose SVID needs an intermediate is refused there.
+ */
+import type { X509Certificate } from 'node:crypto';
+import type { DetailedPeerCertificate, PeerCertificate } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import type { X509Source } from './source.js';
+import { verifySvid, SvidError } from './x509.js';
+import { toPem } from './der.js';
+
+type CaListener = grpc.experimental.CaCertificateUpdateListener;
+type IdentityListener = grpc.experimental.IdentityCertificateUpdateListener;
+
+/** Feeds an X509Source to grpc-js: PEM roots (all bundles) and the current SVID with its key. */
+class SourceCertificateProvider implements grpc.experimental.CertificateProvider {
+  private readonly caListeners = new Set<CaListener>();
+  private readonly identityListeners = new Set<IdentityListener>();
+  private ca?: Buffer;
+  private identity?: { certificate: Buffer; privateKey: Buffer };
+  private readonly onUpdate = () => this.refresh(true);
+
+  constructor(private readonly source: X509Source) {}
+
+  private refresh(notify: boolean): void {
+    const caPem = Buffer.from(toPem([...this.source.bundles().values()].flat()));
+    const svid = this.source.svid();
+    const certificate = Buffer.from(svid.chainPem);
+    const caChanged = !this.ca || !this.ca.equals(caPem);
+    const idChanged = !this.identity || !this.identity.certificate.equals(certificate);
+    if (caChanged) this.ca = caPem;
+    if (idChanged) this.identity = { certificate, privateKey: Buffer.from(svid.keyPem) };
+    if (!notify) return;
+    if (caChanged) for (const l of this.caListeners) l({ caCertificate: this.ca! });
+    if (idChanged) for (const l of this.identityListeners) l(this.identity!);
+  }
+
+  private listening(): void {
+    if (this.caListeners.size + this.identityListeners.size === 1) {
+      this.refresh(false);
+      this.source.on('update', this.onUpdate);
+    }
+  }
+
+  private maybeStop(): void {
+    if (this.caListeners.size + this.identityListeners.size === 0) this.source.off('update', this.onUpdate);
+  }
+
+  // grpc-js expects the current value at once from a listener's registration: a server port whose
+  // credentials have no value yet drops every connection.
+  addCaCertificateListener(listener: CaListener): void {
+    this.caListeners.add(listener);
+    this.listening();
+    listener({ caCertificate: this.ca! });
+  }
+
+  removeCaCertificateListener(listener: CaListener): void {
+    this.caListeners.delete(listener);
+    this.maybeStop();
+  }
+
+  addIdentityCertificateListener(listener: IdentityListener): void {
+    this.identityListeners.add(listener);
+    this.listening();
+    listener(this.identity!);
+  }
+
+  removeIdentityCertificateListener(listener: IdentityListener): void {
+    this.identityListeners.delete(listener);
+    this.maybeStop();
+  }
+}
+
+export interface SpiffePeer {
+  spiffeId: string;
+  trustDomain: string;
+  leaf: X509Certificate;
+  notAfter: number;
+}
+
+/** Calls that passed the server interceptor, by their metadata object (unforgeable, and gone with the call). */
+const verifiedPeers = new WeakMap<grpc.Metadata, SpiffePeer>();
+
+type AuthContextCall = { getAuthContext(): { sslPeerCertificate?: PeerCertificate } };
+
+function peerFromAuthContext(call: AuthContextCall, source: X509Source): SpiffePeer {
+  const cert = call.getAuthContext().sslPeerCertificate;
+  if (!cert?.raw) throw new SvidError('the caller presented no client certificate');
+  return verifySvid([cert.raw], source.bundles());
+}
+
+export interface ServerCredentialsOptions {
+  /** Authorises callers by SPIFFE ID (PERMISSION_DENIED otherwise); default: any ID that verifies. */
+  authorize?: (spiffeId: string) => boolean;
+}
+
+/**
+ * mTLS server credentials: a client certificate is required, chained to a bundle by TLS and re-verified per
+ * call against the bundle of the client's own trust domain (UNAUTHENTICATED otherwise).
+ */
+export function serverCredentials(source: X509Source, opts: ServerCredentialsOptions = {}): grpc.ServerCredentials {
+  const provider = new SourceCertificateProvider(source);
+  // grpc-js 1.14.7 names the parameters (ca, identity) but passes them on as (identity, ca); one provider
+  // serving both makes the order irrelevant.
+  const tls = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, true);
+  const interceptor: grpc.ServerInterceptor = (_method, call) => {
+    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, forward) => {
+            let peer: SpiffePeer;
+            try {
+              peer = peerFromAuthContext(call, source);
+            } catch (e) {
+              intercepting.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: (e as Error).message, metadata: new grpc.Metadata() });
+              return;
+            }
+            if (opts.authorize && !opts.authorize(peer.spiffeId)) {
+              intercepting.sendStatus({ code: grpc.status.PERMISSION_DENIED, details: `${peer.spiffeId} is not authorised here`, metadata: new grpc.Metadata() });
+              return;
+            }
+            verifiedPeers.set(metadata, peer);
+            forward(metadata);
+          },
+        }),
+    });
+    return intercepting;
+  };
+  return grpc.experimental.createServerCredentialsWithInterceptors(tls, [interceptor]);
+}
+
+/** The peer's chain as TLS presented and completed it: leaf, then issuers up to the root. */
+function chainOf(cert: DetailedPeerCertificate): Buffer[] {
+  const out: Buffer[] = [];
+  let c: DetailedPeerCertificate | undefined = cert;
+  while (c?.raw && out.length < 10) {
+    out.push(c.raw);
+    // Node marks the root by making it its own issuer.
+    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.raw?.equals(c.raw)) break;
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+export interface ChannelCredentialsOptions {
+  /** Accepts the server by SPIFFE ID; default: any ID that verifies. */
+  expectServer?: (spiffeId: string) => boolean;
+}
+
+/**
+ * mTLS channel credentials presenting the source's SVID. The server is accepted by SPIFFE rules (its chain
+ * verified against the bundle of its own trust domain, then expectServer), never by DNS name, so unix://
+ * and IP targets work.
+ *
+ * grpc-js shares connections between clients whose target, options and credentials are equal: reuse one
+ * credentials object per source to share, or make new ones (or set 'grpc.use_local_subchannel_pool') to
+ * get a connection (and handshake) of one's own.
+ */
+export function channelCredentials(source: X509Source, opts: ChannelCredentialsOptions = {}): grpc.ChannelCredentials {
+  const provider = new SourceCertificateProvider(source);
+  return grpc.experimental.createCertificateProviderChannelCredentials(provider, provider, {
+    checkServerIdentity: (_host, cert) => {
+      try {
+        const peer = verifySvid(chainOf(cert as DetailedPeerCertificate), source.bundles());
+        if (opts.expectServer && !opts.expectServer(peer.spiffeId)) {
+          return new SvidError(`server ${peer.spiffeId} is not the server this client expects`);
+        }
+        return undefined;
+      } catch (e) {
+        return e instanceof Error ? e : new Error(String(e));
+      }
+    },
+  });
+}
+
+/**
+ * The verified SPIFFE identity of the caller of a call served with serverCredentials(); undefined if the call
+ * did not come through them. With `source`, the peer's certificate is verified again here (for servers built
+ * with other credentials); undefined if it does not verify.
+ */
+export function peerOf(
+  call: { metadata: grpc.Metadata; getAuthContext(): { sslPeerCertificate?: PeerCertificate } },
+  source?: X509Source,
+): SpiffePeer | undefined {
+  if (source) {
+    try {
+      return peerFromAuthContext(call, source);
+    } catch {
+      return undefined;
+    }
+  }
+  const peer = verifiedPeers.get(call.metadata);
+  // A stream may outlive the peer's SVID: the TLS session stays up, but the identity has expired.
+  return peer && peer.notAfter >= Date.now() ? peer : undefined;
+}

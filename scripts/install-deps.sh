@@ -19,5 +19,3 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npm run --silent build
-# Tests are type-checked too (vitest itself only strips types).
-npx tsc -p tsconfig.test.json

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# Tests are type-checked too (vitest itself only strips types).
+npx tsc -p tsconfig.test.json
 report="$(mktemp -t nsmesh-vitest-XXXXXX.json)"
 trap 'rm -f "$report"' EXIT
 status=0

@@ -6,6 +6,9 @@
  * own namespace, and this process as the client speaking gRPC to nsmd's socket for a client namespace.
  * Everything it creates carries the run's `nsmb-<hex>-` tag and is removed at the end, on failure and on
  * Ctrl-C too.
+ *
+ * nsmd and the endpoint run with NSM_INSECURE=true (plain gRPC, no mutual TLS, no path tokens): this
+ * client has no SVID to present, so the figures are those of the Request path without identity.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,6 +53,8 @@ const BIN = {
 
 const cleanups: (() => Promise<unknown>)[] = [];
 let cleaning: Promise<void> | undefined;
+/** Set on a signal: the run's own failures that follow (its processes being stopped) are noise then. */
+let interrupted = false;
 
 /** Runs registered cleanups newest first, once, whichever of normal end, failure or signal comes first. */
 function cleanupAll(): Promise<void> {
@@ -67,6 +72,7 @@ function cleanupAll(): Promise<void> {
 
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
   process.on(sig, () => {
+    interrupted = true;
     note(`${sig}: cleaning up`);
     void cleanupAll().finally(() => process.exit(code));
   });
@@ -195,8 +201,12 @@ function runPtpInNode(node: Netns, spec: PtpCyclesSpec, timeoutMs: number): Prom
   const done = new Promise<PtpCyclesResult>((resolve, reject) => {
     p.once('error', reject);
     p.once('close', (code) => {
-      if (code !== 0) reject(new Error(`ptp runner exited with ${code}: ${stderr.trim()}`));
-      else resolve(JSON.parse(stdout) as PtpCyclesResult);
+      if (code !== 0) return reject(new Error(`ptp runner exited with ${code}: ${stderr.trim()}`));
+      try {
+        resolve(JSON.parse(stdout) as PtpCyclesResult);
+      } catch {
+        reject(new Error(`ptp runner printed no result: ${stdout.slice(0, 200)} ${stderr.trim()}`));
+      }
     });
   });
   p.stdin.end(JSON.stringify(spec));
@@ -237,7 +247,7 @@ async function ptpBaseline(nss: BenchNamespaces, tmp: string, m: Metrics): Promi
   failures.push(...viaExec.failures);
   m.set('ptp_ipnetns_add_p50_ms', percentile(viaExec.addMs, 50), 'ms');
   m.set('ptp_ipnetns_add_p99_ms', percentile(viaExec.addMs, 99), 'ms');
-  m.set('ptp_add_ok', inNode.addMs.length + viaExec.addMs.length, `of ${2 * PTP_N}`);
+  m.set('ptp_add_ok', inNode.addMs.length + viaExec.addMs.length, 'cycles');
 
   const left = [...(await linksIn(pod)), ...(await linksIn(node))];
   if (left.length) failures.push(`ptp DEL left links behind: ${left.join(', ')}`);
@@ -259,6 +269,7 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
   const cli = await nss.create('cli');
   const nse = await nss.create('nse');
   const url = `unix://${tmp}/nsm.io.sock`;
+  note('nsmd and the endpoint run with NSM_INSECURE=true: the Request path is measured without mTLS and path tokens');
   const service = `${nss.prefix}svc`;
   const log = new NsmdLog();
 
@@ -273,9 +284,11 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
       NSM_STATE_DIR: path.join(tmp, 'state'),
       NSM_LOG_LEVEL: 'INFO',
       NSM_STATS_INTERVAL: `${STATS_INTERVAL_MS}ms`,
+      NSM_INSECURE: 'true',
     },
     log.onLine,
   );
+  nss.adopt(nsmd.proc.pid);
   cleanups.push(() => nsmd.stop());
   const alive = (who: Child) => {
     if (!who.running) throw new FatalError(`${who.name} exited:\n${who.tail()}`);
@@ -299,7 +312,9 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
     NSM_SERVICE_NAMES: service,
     NSM_CIDR_PREFIX: NSM_CIDR,
     NSM_LOG_LEVEL: 'WARN',
+    NSM_INSECURE: 'true',
   });
+  nss.adopt(endpoint.proc.pid);
   cleanups.push(() => endpoint.stop());
   const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', url);
   try {
@@ -358,28 +373,37 @@ function requireAllOk(phase: string, results: Timed[], mesh: Mesh): Connection[]
   return results.map((r) => r.conn!);
 }
 
-async function closeAll(mesh: Mesh, conns: Connection[]): Promise<string[]> {
+/** Closes everything, CLOSE_C at a time; returns the failures as report lines (none when all closed). */
+async function closeAll(mesh: Mesh, conns: Connection[], phase: string): Promise<string[]> {
   const errors = await mapLimit(conns, CLOSE_C, async (c) => {
     try {
       await mesh.client.unary('Close', c, { timeoutMs: 60_000 });
       return undefined;
     } catch (e) {
-      return `Close ${c.id}: ${errorText(e)}`;
+      return errorText(e);
     }
   });
-  return errors.filter((e): e is string => e !== undefined);
+  const failed = errors.filter((e): e is string => e !== undefined);
+  return failed.length ? [`${phase}: ${failed.length} of ${conns.length} Closes failed:\n    ${grouped(failed).join('\n    ')}`] : [];
 }
 
 async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise<string[]> {
   const failures: string[] = [];
   const mesh = await startMesh(nss, tmp);
   const tag = nss.tag;
+  const stats = (what: string, pred: (s: StatsLine) => boolean, timeoutMs: number) =>
+    Promise.race([
+      mesh.log.waitForStats(what, pred, timeoutMs),
+      mesh.nsmd.exited.then(({ code, signal }) => {
+        throw new Error(`nsmd exited (${code ?? signal}) while waiting for a stats line with ${what}:\n${mesh.nsmd.tail()}`);
+      }),
+    ]);
 
   // The first Requests pay for channel setup, the endpoint's connection and the netns sockets; those are
   // one-off costs, not per-connection ones.
   const warm: Timed[] = [];
   for (const r of names(tag, 'w', WARMUP)) warm.push(await timedRequest(mesh, r.id, r.ifname, 10_000));
-  failures.push(...(await closeAll(mesh, requireAllOk('warm-up', warm, mesh))));
+  failures.push(...(await closeAll(mesh, requireAllOk('warm-up', warm, mesh), 'warm-up')));
 
   note(`nsmesh: ${SEQ_N} sequential Requests`);
   const seq: Timed[] = [];
@@ -387,16 +411,16 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
   const seqConns = requireAllOk('sequential', seq, mesh);
   m.set('seq_p50_ms', percentile(seq.map((r) => r.ms), 50), 'ms');
   m.set('seq_p99_ms', percentile(seq.map((r) => r.ms), 99), 'ms');
-  failures.push(...(await closeAll(mesh, seqConns)));
+  failures.push(...(await closeAll(mesh, seqConns, 'sequential')));
 
   note(`nsmesh: ${INFLIGHT_N} Requests, ${INFLIGHT_C} in flight`);
   const inflight = await mapLimit(names(tag, 'f', INFLIGHT_N), INFLIGHT_C, (r) => timedRequest(mesh, r.id, r.ifname, 30_000));
   const inflightConns = requireAllOk('in-flight', inflight, mesh);
   m.set(`inflight${INFLIGHT_C}_p50_ms`, percentile(inflight.map((r) => r.ms), 50), 'ms');
   m.set(`inflight${INFLIGHT_C}_p99_ms`, percentile(inflight.map((r) => r.ms), 99), 'ms');
-  failures.push(...(await closeAll(mesh, inflightConns)));
+  failures.push(...(await closeAll(mesh, inflightConns, 'in-flight')));
 
-  const idle = await mesh.log.waitForStats('no connections left before the burst', (s) => s.connections === 0 && s.time > Date.now() - 1000, 5000);
+  const idle = await stats('no connections left before the burst', (s) => s.connections === 0 && s.time > Date.now() - 1000, 5000);
   m.set('nsmd_rss_mb_idle', idle.rssBytes / 2 ** 20, 'MiB');
 
   note(`nsmesh: ${BURST_N} concurrent Requests`);
@@ -404,7 +428,7 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
   const burst = await Promise.all(names(tag, 'b', BURST_N).map((r) => timedRequest(mesh, r.id, r.ifname, 60_000)));
   const t1 = Date.now();
   const ok = burst.filter((r) => r.conn).map((r) => r.conn!);
-  m.set(`burst${BURST_N}_ok`, ok.length, `of ${BURST_N}`);
+  m.set(`burst${BURST_N}_ok`, ok.length, 'requests');
   m.set(`burst${BURST_N}_wall_ms`, t1 - t0, 'ms');
   m.set(`burst${BURST_N}_p50_ms`, percentile(burst.map((r) => r.ms), 50), 'ms');
   m.set(`burst${BURST_N}_p99_ms`, percentile(burst.map((r) => r.ms), 99), 'ms');
@@ -417,18 +441,19 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
   }
 
   // A report written after the burst ended both covers its last moments and counts the live connections.
-  const after = await mesh.log.waitForStats(`${ok.length} connections after the burst`, (s) => s.time >= t1 + STATS_INTERVAL_MS && s.connections === ok.length, 10_000);
+  const after = await stats('a report after the burst', (s) => s.time >= t1 + STATS_INTERVAL_MS, 10_000);
+  m.set(`nsmd_connections_${BURST_N}`, after.connections, 'connections');
+  if (after.connections !== ok.length) failures.push(`after the burst nsmd tracks ${after.connections} connections, the client holds ${ok.length}`);
   m.set(`nsmd_rss_mb_${BURST_N}`, after.rssBytes / 2 ** 20, 'MiB');
   m.set(`nsmd_heap_mb_${BURST_N}`, after.heapUsedBytes / 2 ** 20, 'MiB');
   m.set('nsmd_loop_max_stall_ms', mesh.log.maxStallBetween(t0, t1), 'ms');
 
   note(`nsmesh: closing ${ok.length} connections, ${CLOSE_C} at a time`);
   const c0 = Date.now();
-  const closeErrors = await closeAll(mesh, ok);
+  failures.push(...(await closeAll(mesh, ok, 'burst')));
   const c1 = Date.now();
   m.set(`burst${BURST_N}_close_wall_ms`, c1 - c0, 'ms');
   m.set('nsmd_loop_max_stall_close_ms', mesh.log.maxStallBetween(c0, c1), 'ms');
-  if (closeErrors.length) failures.push(`closing: ${closeErrors.length} Closes failed:\n    ${grouped(closeErrors.map((e) => e.replace(/^Close \S+: /, ''))).join('\n    ')}`);
 
   const leftCli = await linksIn(mesh.cli);
   const leftNse = await linksIn(mesh.nse);
@@ -437,7 +462,7 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
   if (leftCli.length || leftNse.length) {
     failures.push(`links left after closing everything: client ns [${leftCli.slice(0, 20).join(' ')}${leftCli.length > 20 ? ' …' : ''}], endpoint ns [${leftNse.slice(0, 20).join(' ')}${leftNse.length > 20 ? ' …' : ''}]`);
   }
-  const end = await mesh.log.waitForStats('a report after the closes', (s) => s.time >= c1 + STATS_INTERVAL_MS, 5000);
+  const end = await stats('a report after the closes', (s) => s.time >= c1 + STATS_INTERVAL_MS, 5000);
   m.set('nsmd_connections_after_close', end.connections, 'connections');
   if (end.connections !== 0) failures.push(`nsmd still tracks ${end.connections} connections after every Close`);
   return failures;
@@ -460,6 +485,8 @@ async function main(): Promise<number> {
   note(`run tag ${nss.prefix}, ${os.cpus().length} CPUs, node ${process.version}`);
 
   const m = new Metrics();
+  // Every figure here is CPU-bound on a small machine: a busy host (a build, tests) skews them all.
+  m.set('host_loadavg_1m_at_start', os.loadavg()[0]!, 'load');
   const failures: string[] = [];
   // The baseline runs first, on a machine where nsmd is not running yet.
   failures.push(...(await ptpBaseline(nss, tmp, m)));
@@ -486,7 +513,7 @@ let code = 1;
 try {
   code = await main();
 } catch (e) {
-  process.stderr.write(`error: ${(e as Error).message}\n`);
+  if (!interrupted) process.stderr.write(`error: ${(e as Error).message}\n`);
 } finally {
   await cleanupAll();
 }

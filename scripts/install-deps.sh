@@ -7,6 +7,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v iperf3 >/dev/null || need+=(iperf3)
+command -v etcd >/dev/null || need+=(etcd-server)
 [ -x /usr/lib/cni/ptp ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "nsmesh needs root to install: ${need[*]}" >&2; exit 1; fi

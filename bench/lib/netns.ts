@@ -1,12 +1,14 @@
 /**
  * Network namespaces for benches. Every one is named `nsmb-<4 hex>-<name>`: `nsmb-` marks it as a bench
  * namespace, the hex tag is fresh per run so concurrent runs (and the test suite's `nsmt-` ones) are left
- * alone. Each tag records its process id under /run/nsmesh-bench, so a later run can remove what a
- * SIGKILLed run left behind without touching a live run's namespaces.
+ * alone. Each tag records its process id (and its children's) under /run/nsmesh-bench, so a later run
+ * can remove what a SIGKILLed run left behind without touching a live run's.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -27,14 +29,16 @@ async function listNetns(): Promise<string[]> {
     .filter((n) => n !== '');
 }
 
-function ownerAlive(tag: string): boolean {
-  let pid: number;
+/** The owner file: the run's pid on the first line, then the pids of the processes it started. */
+function ownerPids(tag: string): number[] {
   try {
-    pid = Number(fs.readFileSync(`${OWNER_DIR}/${tag}`, 'utf8'));
+    return fs.readFileSync(`${OWNER_DIR}/${tag}`, 'utf8').split('\n').map(Number).filter((p) => Number.isInteger(p) && p > 0);
   } catch {
-    return false;
+    return [];
   }
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+}
+
+function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -43,17 +47,40 @@ function ownerAlive(tag: string): boolean {
   }
 }
 
-/** Removes namespaces of bench runs whose process is gone; returns their names. */
-export async function sweepStale(): Promise<string[]> {
-  const removed: string[] = [];
-  for (const n of await listNetns()) {
-    const m = /^nsmb-([0-9a-f]{4})-/.exec(n);
-    if (!m || ownerAlive(m[1]!)) continue;
-    await run('ip', ['netns', 'del', n]).catch(() => undefined);
-    removed.push(n);
+/** Only processes still running our build: a recorded pid may have been reused since. */
+function killIfOurs(pid: number): void {
+  try {
+    if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/dist/')) process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
   }
-  if (fs.existsSync(OWNER_DIR)) {
-    for (const t of fs.readdirSync(OWNER_DIR)) if (!ownerAlive(t)) fs.rmSync(`${OWNER_DIR}/${t}`, { force: true });
+}
+
+/**
+ * Removes what runs that died without cleaning up left behind: their processes (a live nsmd would keep
+ * the namespaces' veths alive through its netlink sockets), namespaces and temp directories.
+ */
+export async function sweepStale(): Promise<string[]> {
+  const namespaces = await listNetns();
+  const tags = new Set([
+    ...namespaces.map((n) => /^nsmb-([0-9a-f]{4})-/.exec(n)?.[1]).filter((t): t is string => t !== undefined),
+    ...(fs.existsSync(OWNER_DIR) ? fs.readdirSync(OWNER_DIR) : []),
+  ]);
+  const removed: string[] = [];
+  for (const tag of tags) {
+    const [owner, ...children] = ownerPids(tag);
+    if (owner !== undefined && alive(owner)) continue;
+    children.forEach(killIfOurs);
+    for (const n of namespaces.filter((x) => x.startsWith(`${BENCH_PREFIX}${tag}-`))) {
+      const { stdout } = await run('ip', ['netns', 'pids', n]).catch(() => ({ stdout: '' }));
+      stdout.split('\n').map(Number).filter((p) => p > 0).forEach(killIfOurs);
+      await run('ip', ['netns', 'del', n]).catch(() => undefined);
+      removed.push(n);
+    }
+    for (const d of fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith(`nsmesh-bench-${tag}-`))) {
+      fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+    }
+    fs.rmSync(`${OWNER_DIR}/${tag}`, { force: true });
   }
   return removed;
 }
@@ -65,6 +92,11 @@ export class BenchNamespaces {
   constructor() {
     fs.mkdirSync(OWNER_DIR, { recursive: true });
     fs.writeFileSync(`${OWNER_DIR}/${this.tag}`, String(process.pid));
+  }
+
+  /** Records a child's pid so that a later run can stop it if this one is killed outright. */
+  adopt(pid: number | undefined): void {
+    if (pid) fs.appendFileSync(`${OWNER_DIR}/${this.tag}`, `\n${pid}`);
   }
 
   async create(name: string): Promise<Netns> {

@@ -76,6 +76,14 @@ function failureText(r: OpResult): string {
   return (r.stderr || r.stdout).trim() || `exit code ${r.code}`;
 }
 
+function addressOf(result: string): string | undefined {
+  try {
+    return (JSON.parse(result) as { ips?: { address?: string }[] }).ips?.[0]?.address;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function runPtpCycles(spec: PtpCyclesSpec): Promise<PtpCyclesResult> {
   const out: PtpCyclesResult = { addMs: [], delMs: [], failures: [] };
   for (let i = 0; i < spec.warmup + spec.cycles; i++) {
@@ -84,10 +92,10 @@ export async function runPtpCycles(spec: PtpCyclesSpec): Promise<PtpCyclesResult
     const add = await runOnce(spec, 'ADD', id);
     if (add.code !== 0) {
       out.failures.push(`ADD ${id}: ${failureText(add)}`);
-    } else {
-      const res = JSON.parse(add.stdout) as { ips?: { address: string }[] };
-      if (!res.ips?.[0]?.address) out.failures.push(`ADD ${id}: result has no address: ${add.stdout.slice(0, 200)}`);
-      else if (timed) out.addMs.push(add.ms);
+    } else if (!addressOf(add.stdout)) {
+      out.failures.push(`ADD ${id}: result has no address: ${add.stdout.slice(0, 200)}`);
+    } else if (timed) {
+      out.addMs.push(add.ms);
     }
     // DEL even after a failed ADD: the plugin may have done half the work, and DEL is idempotent.
     const del = await runOnce(spec, 'DEL', id);

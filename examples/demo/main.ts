@@ -9,6 +9,8 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Connection } from '../../src/api/types.js';
 import { connectionsTable } from '../../src/cli/connection-view.js';
+import { EmbeddedIssuer } from '../../src/identity/issuer.js';
+import { podId } from '../../src/identity/spiffe-id.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -18,6 +20,15 @@ const nsName = (n: string) => `nsmdemo-${tag}-${n}`;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-demo-'));
 const socket = `unix://${dir}/nsm.io.sock`;
 const procs: ResultPromise[] = [];
+const TRUST_DOMAIN = 'nsmesh.local';
+let issuer: EmbeddedIssuer | undefined;
+
+/** A Workload API socket of its own for each process: the embedded issuer attests by socket. */
+async function identity(spiffeId: string): Promise<Record<string, string>> {
+  const file = path.join(dir, 'spiffe', `${spiffeId.split('/').pop()}.sock`);
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  return { SPIFFE_ENDPOINT_SOCKET: await issuer!.addWorkload(spiffeId, file) };
+}
 const namespaces: string[] = [];
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -60,8 +71,9 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000)
   }
 }
 
+let adminEnv: Record<string, string> = {};
 const nsmctl = (args: string[], input?: string) =>
-  execa('node', [bin('src/cli/nsmctl.js'), ...args], { env: { NSM_CONNECT_TO: socket }, ...(input ? { input } : {}) });
+  execa('node', [bin('src/cli/nsmctl.js'), ...args], { env: { ...adminEnv, NSM_CONNECT_TO: socket }, ...(input ? { input } : {}) });
 
 let tornDown = false;
 async function teardown(): Promise<void> {
@@ -71,6 +83,7 @@ async function teardown(): Promise<void> {
   for (const p of procs.reverse()) p.kill('SIGTERM');
   await Promise.allSettled(procs);
   for (const n of namespaces) await execa('ip', ['netns', 'del', n], { reject: false });
+  await issuer?.close();
   fs.rmSync(dir, { recursive: true, force: true });
   say(`removed ${namespaces.length} namespaces and ${procs.length} processes`);
 }
@@ -82,8 +95,14 @@ async function main(): Promise<void> {
   const pods = { clientA: await netns('client-a'), clientB: await netns('client-b'), red: await netns('nse-red'), blue: await netns('nse-blue') };
   say(`node ${node}; pods ${Object.values(pods).join(', ')}`);
 
+  step(`starting an embedded SPIFFE issuer for trust domain ${TRUST_DOMAIN} (production uses a SPIRE agent)`);
+  issuer = await EmbeddedIssuer.start({ trustDomain: TRUST_DOMAIN, stateDir: path.join(dir, 'issuer') });
+  adminEnv = await identity(`spiffe://${TRUST_DOMAIN}/nsmesh/admin/nsmctl`);
+  say('every hop below runs mutual TLS with X.509-SVIDs and signs its path segment (ES256 path tokens)');
+
   step('starting nsmd in the node namespace');
   const nsmd = spawnIn(node, bin('src/cli/nsmd.js'), {
+    ...(await identity(`spiffe://${TRUST_DOMAIN}/nsmesh/nsmd/demo-node`)),
     NSM_LISTEN_ON: socket,
     NSM_STATE_DIR: path.join(dir, 'state'),
     NSM_NAME: 'nsmd-demo',
@@ -104,6 +123,7 @@ async function main(): Promise<void> {
   step('starting two icmp-responder endpoints');
   for (const [color, ns, cidr] of [['red', pods.red, '169.254.100.0/24'], ['blue', pods.blue, '169.254.200.0/24']] as const) {
     spawnIn(ns, bin('examples/icmp-responder/main.js'), {
+      ...(await identity(podId(TRUST_DOMAIN, 'demo', `nse-${color}`))),
       NSM_NAME: `nse-${color}`,
       NSM_CONNECT_TO: socket,
       NSM_SERVICE_NAMES: 'demo-icmp',
@@ -123,13 +143,19 @@ async function main(): Promise<void> {
   for (const [app, ns] of [['frontend', pods.clientA], ['backend', pods.clientB]] as const) {
     const t0 = performance.now();
     const r = await execa('ip', ['netns', 'exec', ns, 'node', bin('src/cli/nsc.js'), '--output', 'json'], {
-      env: { NSM_NAME: `client-${app}`, NSM_CONNECT_TO: socket, NSM_NETWORK_SERVICES: `kernel://demo-icmp/nsm0?app=${app}` },
+      env: {
+        ...(await identity(podId(TRUST_DOMAIN, 'demo', `client-${app}`))),
+        NSM_NAME: `client-${app}`,
+        NSM_CONNECT_TO: socket,
+        NSM_NETWORK_SERVICES: `kernel://demo-icmp/nsm0?app=${app}`,
+      },
     });
     const [c] = JSON.parse(String(r.stdout)) as Connection[];
     conns.push(c!);
     say(`  ${app} client connected to ${c!.network_service_endpoint_name} (nsc process, start to finish: ${(performance.now() - t0).toFixed(0)} ms)`);
   }
   say(connectionsTable(conns));
+  say(`path of ${conns[0]!.id}: ${conns[0]!.path!.path_segments.map((s) => s.name).join(' -> ')} (each segment carries a token signed by its hop)`);
 
   step('proving traffic passes through the new interfaces');
   for (const [c, ns] of [[conns[0]!, pods.clientA], [conns[1]!, pods.clientB]] as const) {

@@ -5,13 +5,16 @@ import { runMain } from '../../src/cli/run-main.js';
 import { startEndpoint } from '../../src/endpoint/index.js';
 import { endpointSettings } from '../../src/endpoint/settings.js';
 import { createLogger } from '../../src/util/log.js';
+import { openTransport } from '../../src/identity/transport.js';
 
 await runMain({
   usage: 'nse-icmp-responder [flags]\n\nA network service endpoint whose side of every connection answers ping.',
   settings: endpointSettings,
   async main({ values: v }) {
     const log = createLogger(v.name, v.logLevel);
+    const transport = await openTransport({ insecure: v.insecure, workloadApi: v.workloadApi, component: v.name, log });
     const ep = await startEndpoint({
+      transport,
       name: v.name,
       serviceNames: v.serviceNames,
       labels: v.labels,
@@ -22,6 +25,9 @@ await runMain({
       registerServices: { payload: v.payload },
       log,
     });
-    return () => ep.stop();
+    return async () => {
+      await ep.stop();
+      transport.close();
+    };
   },
 });

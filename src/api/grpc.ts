@@ -11,6 +11,7 @@ import {
   type ServiceName,
 } from './codec.js';
 import { toServiceError } from '../util/errors.js';
+import type { Transport } from '../identity/transport.js';
 
 /**
  * Socket addresses are written as upstream writes them: unix:///path or tcp://host:port.
@@ -47,15 +48,28 @@ export interface CallOptions {
 /** A typed, promise-based client for one API service. Every call has a deadline. */
 export class ApiClient<S extends ServiceName> {
   private readonly client: grpc.Client;
+  private serverId: string | undefined;
+  readonly secure: boolean;
 
+  /** With a Transport the channel is mutual TLS and the server's SPIFFE ID is learnt at each handshake. */
   constructor(
     readonly service: S,
     readonly url: string,
-    credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+    credentials: grpc.ChannelCredentials | Transport = grpc.credentials.createInsecure(),
     options: grpc.ChannelOptions = {},
   ) {
     const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service);
-    this.client = new Ctor(parseSocketUrl(url).target, credentials, options);
+    const isTransport = 'channelCredentials' in credentials && typeof credentials.channelCredentials === 'function';
+    this.secure = isTransport && (credentials as Transport).secure;
+    const creds = isTransport ? (credentials as Transport).channelCredentials((id) => (this.serverId = id)) : (credentials as grpc.ChannelCredentials);
+    this.client = new Ctor(parseSocketUrl(url).target, creds, options);
+  }
+
+  /** The server's SPIFFE ID (connecting first if need be); undefined on an insecure channel. */
+  async peerId(timeoutMs: number): Promise<string | undefined> {
+    if (!this.secure) return undefined;
+    if (!this.serverId) await this.waitForReady(timeoutMs);
+    return this.serverId;
   }
 
   unary<M extends MethodName<S>>(method: M, req: DeepPartial<RequestOf<S, M>>, opts: CallOptions): Promise<ResponseOf<S, M>> {
@@ -142,6 +156,8 @@ export async function startServer(
   url: string,
   register: (server: grpc.Server) => void,
   credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+  /** Unix socket mode; unset keeps what the umask gives (owner only, for sockets that grant identities). */
+  socketMode?: number,
 ): Promise<RunningServer> {
   const addr = parseSocketUrl(url);
   if (addr.kind === 'unix') await prepareUnixSocket(addr.path!);
@@ -150,6 +166,7 @@ export async function startServer(
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(addr.target, credentials, (err, p) => (err ? reject(err) : resolve(p))),
   );
+  if (addr.kind === 'unix' && socketMode !== undefined) fs.chmodSync(addr.path!, socketMode);
   const bound = addr.kind === 'tcp' ? `tcp://${addr.target.replace(/:\d+$/, `:${port}`)}` : url;
   return {
     server,

@@ -1,5 +1,12 @@
 import type { Connection, NetworkServiceRequest } from '../api/types.js';
 import type { Logger } from '../util/log.js';
+import type { SpiffePeer } from '../identity/tls.js';
+
+/** Who called, as the gRPC edge verified it (mutual TLS) and the path token it sent. Absent in insecure mode. */
+export interface Caller {
+  peer: SpiffePeer;
+  token: string | undefined;
+}
 
 /**
  * State every chain carries. A chain's elements read and fill named, typed fields of the state object
@@ -12,12 +19,17 @@ export interface BaseRequestState {
   readonly log: Logger;
   /** True when this Request refreshes a connection this hop already holds. */
   refresh: boolean;
+  readonly caller?: Caller;
+  /** authorize: the SPIFFE ID that owns this connection (the caller that made it). */
+  owner?: string;
 }
 
 export interface BaseCloseState {
   readonly connection: Connection;
   readonly deadline: number;
   readonly log: Logger;
+  /** Absent when this hop closes on its own (expiry, shutdown). */
+  readonly caller?: Caller;
 }
 
 export interface Chain<R extends BaseRequestState, C extends BaseCloseState> {

@@ -9,6 +9,7 @@ import { createLogger } from '../util/log.js';
 import { bool, dur, str } from '../util/settings.js';
 import { connectionsTable } from './connection-view.js';
 import { runMain } from './run-main.js';
+import { openTransport } from '../identity/transport.js';
 
 const settings = {
   name: str('NSM_NAME', 'name', process.env.POD_NAME || `nsc-${os.hostname()}`, 'client name; connection ids are <name>-<i>'),
@@ -27,6 +28,8 @@ const settings = {
   output: str('NSM_OUTPUT', 'output', 'table', 'what to print on success: table or json'),
   keepAlive: bool('NSM_KEEP_ALIVE', 'keep-alive', false, 'stay running, refresh the connections, close them on SIGTERM'),
   logLevel: str('NSM_LOG_LEVEL', 'log-level', 'WARN', 'TRACE, DEBUG, INFO, WARN or ERROR'),
+  insecure: bool('NSM_INSECURE', 'insecure', false, 'development only: no mutual TLS, no path tokens'),
+  workloadApi: str('SPIFFE_ENDPOINT_SOCKET', 'spiffe-endpoint-socket', 'unix:///run/spire/sockets/agent.sock', 'SPIFFE Workload API giving this client its X.509-SVID'),
 };
 
 await runMain({
@@ -36,10 +39,13 @@ await runMain({
   async main({ values: v }) {
     if (v.output !== 'table' && v.output !== 'json') throw new Error(`--output must be table or json, not "${v.output}"`);
     const log = createLogger('nsc', v.logLevel);
+    const services = parseNsUrlList(v.networkServices);
+    const transport = await openTransport({ insecure: v.insecure, workloadApi: v.workloadApi, component: 'nsc', log });
     const client = new MeshClient({
+      transport,
       name: v.name,
       connectTo: v.connectTo,
-      services: parseNsUrlList(v.networkServices),
+      services,
       labels: parseLabelList(v.labels),
       podName: v.podName,
       nodeName: v.nodeName,

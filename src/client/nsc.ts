@@ -7,6 +7,8 @@ import { inodeUrlOf } from '../dataplane/netns.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { NsUrl } from './nsurl.js';
+import { signOwnSegment } from '../identity/outgoing.js';
+import type { Transport } from '../identity/transport.js';
 
 export interface ClientOptions {
   /** NSM_NAME: the client's path segment name; connection ids are <name>-<i>. */
@@ -19,6 +21,7 @@ export interface ClientOptions {
   nodeName: string;
   requestTimeoutMs: number;
   maxTokenLifetimeMs: number;
+  transport: Transport;
   log: Logger;
 }
 
@@ -30,7 +33,7 @@ export class MeshClient {
   private refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ClientOptions) {
-    this.api = new ApiClient('networkservice.NetworkService', o.connectTo);
+    this.api = new ApiClient('networkservice.NetworkService', o.connectTo, o.transport);
   }
 
   connections(): Connection[] {
@@ -73,8 +76,10 @@ export class MeshClient {
     };
   }
 
-  private request(req: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
-    return this.api.unary('Request', req, { timeoutMs: this.o.requestTimeoutMs });
+  /** Signs the client's own path segment for nsmd (its SPIFFE ID as the TLS handshake showed it). */
+  private async request(req: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
+    const metadata = await signOwnSegment(this.o.transport, this.api, req.connection!, this.o.maxTokenLifetimeMs, this.o.requestTimeoutMs);
+    return this.api.unary('Request', req, { timeoutMs: this.o.requestTimeoutMs, metadata });
   }
 
   /** Re-requests each connection at a third of its lifetime, so one failed refresh still leaves time to retry. */
@@ -109,5 +114,6 @@ export class MeshClient {
   dispose(): void {
     clearTimeout(this.refreshTimer);
     this.api.close();
+    this.o.transport.close();
   }
 }

@@ -18,7 +18,12 @@ export function endpointBegin(table: Map<string, EndpointRecord>, mutex = new Ke
         st.existing = table.get(st.request.connection.id);
         st.refresh = st.existing !== undefined;
         const conn = await next.request(st);
-        table.set(conn.id, { id: conn.id, connection: structuredClone(conn), expiresAt: st.expiresAt ?? Infinity });
+        table.set(conn.id, {
+          id: conn.id,
+          connection: structuredClone(conn),
+          expiresAt: st.expiresAt ?? Infinity,
+          ...(st.owner ? { owner: st.owner } : {}),
+        });
         return conn;
       }),
     close: (st, next) =>

@@ -3,6 +3,10 @@ import { addService, startServer, unary } from '../api/grpc.js';
 import type { Connection, Empty, NetworkServiceRequest } from '../api/types.js';
 import { validateRequest } from '../api/validate.js';
 import { Expiry } from '../chain/elements/expire.js';
+import { authorize } from '../chain/elements/authorize.js';
+import { insecureTransport, type Transport } from '../identity/transport.js';
+import { callerOf } from '../identity/caller.js';
+import type * as grpc from '@grpc/grpc-js';
 import { updatePath } from '../chain/elements/update-path.js';
 import { compose, type Element } from '../chain/types.js';
 import { notFound, messageOf } from '../util/errors.js';
@@ -32,6 +36,8 @@ export interface EndpointOptions {
   requestTimeoutMs?: number;
   /** Register each served network service that does not exist yet, with this payload. */
   registerServices?: { payload: string } | false;
+  /** Mutual TLS and path tokens (openTransport); without one the endpoint runs in insecure development mode. */
+  transport?: Transport;
   log?: Logger;
 }
 
@@ -52,6 +58,7 @@ export function defaultEndpointSocket(connectTo: string, name: string): string {
  */
 export async function startEndpoint(o: EndpointOptions): Promise<RunningEndpoint> {
   const log = o.log ?? silentLogger;
+  const transport = o.transport ?? insecureTransport(log, o.name);
   const table = new Map<string, EndpointRecord>();
   const ipam = new PointToPointIpam(o.cidrPrefixes ?? ['169.254.0.0/16']);
   let chain: ReturnType<typeof compose<EndpointRequestState, EndpointCloseState>>;
@@ -66,6 +73,11 @@ export async function startEndpoint(o: EndpointOptions): Promise<RunningEndpoint
     [
       updatePath(o.name),
       endpointBegin(table),
+      authorize<EndpointRequestState, EndpointCloseState>({
+        transport,
+        ownerOfExisting: (st) => st.existing?.owner,
+        ownerOfClosing: (st) => st.record.owner,
+      }),
       expiry.element<EndpointRequestState, EndpointCloseState>((st) => st.record.id),
       kernelServer(),
       pointToPoint(ipam),
@@ -90,17 +102,27 @@ export async function startEndpoint(o: EndpointOptions): Promise<RunningEndpoint
   const timeout = o.requestTimeoutMs ?? 15_000;
   const server = await startServer(o.listenOn ?? defaultEndpointSocket(o.connectTo, o.name), (s) =>
     addService(s, 'networkservice.NetworkService', {
-      Request: unary<NetworkServiceRequest, Connection>(async (req) => {
+      Request: unary<NetworkServiceRequest, Connection>(async (req, call) => {
         validateRequest(req);
-        return chain.request({ request: req, deadline: Date.now() + timeout, log: log.child({ conn: req.connection.id }), refresh: false });
+        const caller = callerOf(transport, call as grpc.ServerUnaryCall<unknown, unknown>);
+        return chain.request({
+          request: req,
+          deadline: Date.now() + timeout,
+          log: log.child({ conn: req.connection.id }),
+          refresh: false,
+          ...(caller ? { caller } : {}),
+        });
       }),
-      Close: unary<Connection, Empty>(async (conn) => {
+      Close: unary<Connection, Empty>(async (conn, call) => {
         const record = lookup(conn);
         if (!record) throw notFound(`endpoint ${o.name} has no connection "${conn.id}"`);
-        await chain.close({ connection: conn, record, deadline: Date.now() + timeout, log });
+        const caller = callerOf(transport, call as grpc.ServerUnaryCall<unknown, unknown>);
+        await chain.close({ connection: conn, record, deadline: Date.now() + timeout, log, ...(caller ? { caller } : {}) });
         return {};
       }),
     }),
+    transport.serverCredentials(),
+    transport.secure ? 0o666 : 0o600,
   );
 
   const labels = o.labels ?? {};
@@ -113,6 +135,7 @@ export async function startEndpoint(o: EndpointOptions): Promise<RunningEndpoint
       url: server.url,
     },
     o.registerServices === false ? undefined : (o.registerServices ?? { payload: 'IP' }),
+    transport,
     log,
   );
   try {

@@ -4,6 +4,7 @@ import type { NetworkServiceEndpoint } from '../api/types.js';
 import { fromTimestamp } from '../chain/elements/expire.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { Transport } from '../identity/transport.js';
 
 const RETRY_MS = 1000;
 const CALL_TIMEOUT_MS = 5000;
@@ -25,10 +26,11 @@ export class Registration {
     nsmdUrl: string,
     private readonly nse: DeepPartial<NetworkServiceEndpoint>,
     private readonly registerServices: { payload: string } | undefined,
+    transport: Transport,
     private readonly log: Logger,
   ) {
-    this.nseClient = new ApiClient('registry.NetworkServiceEndpointRegistry', nsmdUrl);
-    this.nsClient = new ApiClient('registry.NetworkServiceRegistry', nsmdUrl);
+    this.nseClient = new ApiClient('registry.NetworkServiceEndpointRegistry', nsmdUrl, transport);
+    this.nsClient = new ApiClient('registry.NetworkServiceRegistry', nsmdUrl, transport);
   }
 
   /** Resolves after the first successful registration, or rejects with the registry's answer. */

@@ -1,6 +1,6 @@
 import { DEFAULT_NSM_SOCKET } from '../nsmd/config.js';
 import { parseLabelList, parseList } from '../util/labels.js';
-import { dur, str, type Setting } from '../util/settings.js';
+import { bool, dur, str, type Setting } from '../util/settings.js';
 import { validateLabels } from '../api/validate.js';
 
 const labels = (env: string, flag: string, description: string): Setting<Record<string, string>> => ({
@@ -26,5 +26,7 @@ export const endpointSettings = {
   cidrPrefix: list('NSM_CIDR_PREFIX', 'cidr-prefix', ['169.254.0.0/16'], 'prefixes for point-to-point addresses, comma separated (v4 and/or v6)'),
   payload: str('NSM_PAYLOAD', 'payload', 'IP', 'payload of services this endpoint registers when they do not exist yet'),
   logLevel: str('NSM_LOG_LEVEL', 'log-level', 'INFO', 'TRACE, DEBUG, INFO, WARN or ERROR'),
+  insecure: bool('NSM_INSECURE', 'insecure', false, 'development only: no mutual TLS, no path tokens'),
+  workloadApi: str('SPIFFE_ENDPOINT_SOCKET', 'spiffe-endpoint-socket', 'unix:///run/spire/sockets/agent.sock', 'SPIFFE Workload API giving this endpoint its X.509-SVID'),
   maxTokenLifetime: dur('NSM_MAX_TOKEN_LIFETIME', 'max-token-lifetime', '10m', 'longest a connection lives without a refresh'),
 };

@@ -6,6 +6,8 @@ export interface EndpointRecord {
   id: string;
   connection: Connection;
   expiresAt: number;
+  /** SPIFFE ID of the nsmd that made it. */
+  owner?: string;
 }
 
 export interface EndpointRequestState extends BaseRequestState {

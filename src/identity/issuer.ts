@@ -10,6 +10,7 @@
  * The CA private key stays in this process (and in stateDir's 0600 key file); workloads only ever
  * receive their own SVID's key.
  */
+import fs from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { startServer, type RunningServer } from '../api/grpc.js';
@@ -108,9 +109,11 @@ export class EmbeddedIssuer {
 
   /**
    * Serves the Workload API for `spiffeId` on `socketPath` and returns its unix:// URL. Whoever can open
-   * the socket is that workload: give each workload its own socket.
+   * the socket is that workload: give each workload its own socket. The socket keeps the mode the umask
+   * gives it (connecting needs write permission: by default only its owner) unless `mode` says otherwise,
+   * e.g. 0o666 when the workload runs as another user and the directory alone limits who reaches it.
    */
-  async addWorkload(spiffeId: string, socketPath: string): Promise<string> {
+  async addWorkload(spiffeId: string, socketPath: string, opts: { mode?: number } = {}): Promise<string> {
     this.assertOpen();
     this.checkOwnId(spiffeId);
     if (!socketPath.startsWith('/')) throw new Error(`socket path "${socketPath}" must be absolute`);
@@ -120,7 +123,9 @@ export class EmbeddedIssuer {
     this.workloads.set(socketPath, w);
     try {
       w.server = await startServer(`unix://${socketPath}`, (server) => server.addService(serviceDefinition('SpiffeWorkloadAPI'), this.handlers(w)));
+      if (opts.mode !== undefined) fs.chmodSync(socketPath, opts.mode);
     } catch (e) {
+      await w.server?.close();
       this.dropWorkload(w);
       this.workloads.delete(socketPath);
       throw e;

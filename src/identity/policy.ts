@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { globToRegExp as glob } from '../util/glob.js';
 
 /**
  * Authorization policy: which SPIFFE IDs may request which network services, register which endpoint
@@ -34,11 +35,6 @@ export interface Decision {
 
 export class PolicyError extends Error {
   override name = 'PolicyError';
-}
-
-function glob(pattern: string): RegExp {
-  const esc = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${esc}$`);
 }
 
 export class Policy {

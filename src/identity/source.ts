@@ -71,6 +71,8 @@ export class StaticX509Source extends EventEmitter implements X509Source {
 
   constructor(svid: Svid, bundles: Bundles) {
     super();
+    // Every TLS credentials object and connection built on a source listens to it: many listeners are normal.
+    this.setMaxListeners(0);
     this.current = svid;
     this.trust = new Map([...bundles].map(([td, certs]) => [td, [...certs]]));
   }

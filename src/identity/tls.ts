@@ -62,12 +62,15 @@ class SourceCertificateProvider implements grpc.experimental.CertificateProvider
     if (this.caListeners.size + this.identityListeners.size === 0) this.source.off('update', this.onUpdate);
   }
 
-  // grpc-js expects the current value at once from a listener's registration: a server port whose
-  // credentials have no value yet drops every connection.
+  // The current value goes to a new listener on the next microtask, not synchronously: grpc-js's server
+  // credentials register provider listeners before their own watcher, so a synchronous first value
+  // would be lost and the port would drop every connection as "credentials not loaded".
   addCaCertificateListener(listener: CaListener): void {
     this.caListeners.add(listener);
     this.listening();
-    listener({ caCertificate: this.ca! });
+    queueMicrotask(() => {
+      if (this.caListeners.has(listener)) listener({ caCertificate: this.ca! });
+    });
   }
 
   removeCaCertificateListener(listener: CaListener): void {
@@ -78,7 +81,9 @@ class SourceCertificateProvider implements grpc.experimental.CertificateProvider
   addIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.add(listener);
     this.listening();
-    listener(this.identity!);
+    queueMicrotask(() => {
+      if (this.identityListeners.has(listener)) listener(this.identity!);
+    });
   }
 
   removeIdentityCertificateListener(listener: IdentityListener): void {
@@ -99,10 +104,34 @@ const verifiedPeers = new WeakMap<grpc.Metadata, SpiffePeer>();
 
 type AuthContextCall = { getAuthContext(): { sslPeerCertificate?: PeerCertificate } };
 
+/**
+ * Verified peers by leaf fingerprint, per source, so that a call costs a map lookup rather than a chain
+ * verification (≈2 ms); emptied whenever the source changes, since a bundle change can revoke trust.
+ */
+const peerCaches = new WeakMap<X509Source, Map<string, SpiffePeer>>();
+const PEER_CACHE_MAX = 4096;
+
+function peerCache(source: X509Source): Map<string, SpiffePeer> {
+  let cache = peerCaches.get(source);
+  if (!cache) {
+    const c = new Map<string, SpiffePeer>();
+    source.on('update', () => c.clear());
+    peerCaches.set(source, (cache = c));
+  }
+  return cache;
+}
+
 function peerFromAuthContext(call: AuthContextCall, source: X509Source): SpiffePeer {
   const cert = call.getAuthContext().sslPeerCertificate;
   if (!cert?.raw) throw new SvidError('the caller presented no client certificate');
-  return verifySvid([cert.raw], source.bundles());
+  const cache = peerCache(source);
+  const now = Date.now();
+  const hit = cache.get(cert.fingerprint256);
+  if (hit && hit.notAfter >= now) return hit;
+  const peer = verifySvid([cert.raw], source.bundles(), now);
+  if (cache.size >= PEER_CACHE_MAX) cache.clear();
+  cache.set(cert.fingerprint256, peer);
+  return peer;
 }
 
 export interface ServerCredentialsOptions {

@@ -98,6 +98,8 @@ export class WorkloadX509Source extends EventEmitter implements X509Source {
     opts: X509SourceOptions = {},
   ) {
     super();
+    // Every TLS credentials object and connection built on a source listens to it: many listeners are normal.
+    this.setMaxListeners(0);
     this.log = (opts.log ?? silentLogger).child({ component: 'workload-api-client', socket: url });
     const backoff = opts.backoff ?? { initialMs: 100, maxMs: 5000 };
     this.client = new ApiClient('SpiffeWorkloadAPI', url, grpc.credentials.createInsecure(), {
@@ -238,8 +240,8 @@ export class WorkloadX509Source extends EventEmitter implements X509Source {
  * Connects to the Workload API (default: $SPIFFE_ENDPOINT_SOCKET, else SPIRE's usual agent socket) and
  * resolves once the first X.509-SVID has arrived.
  */
-export function connectX509Source(
-  socketUrl: string = process.env.SPIFFE_ENDPOINT_SOCKET ?? DEFAULT_WORKLOAD_API_SOCKET,
+export async function connectX509Source(
+  socketUrl: string = process.env.SPIFFE_ENDPOINT_SOCKET || DEFAULT_WORKLOAD_API_SOCKET,
   opts: X509SourceOptions = {},
 ): Promise<WorkloadX509Source> {
   return new WorkloadX509Source(socketUrl, opts).start(opts.timeoutMs ?? 10_000);

@@ -14,9 +14,14 @@ export const nsmdSettings = {
   stateDir: str('NSM_STATE_DIR', 'state-dir', '/var/lib/networkservicemesh/state', 'where nsmd keeps its registry and connection state (mode 0700)'),
   maxTokenLifetime: dur('NSM_MAX_TOKEN_LIFETIME', 'max-token-lifetime', '10m', 'longest a connection lives without a refresh'),
   registryExpiration: dur('NSM_REGISTRY_EXPIRATION', 'registry-expiration', '1m', 'longest an endpoint registration lives without renewal'),
+  dialTimeout: dur('NSM_DIAL_TIMEOUT', 'dial-timeout', '1s', 'how long to wait for an endpoint to accept a connection before trying the next'),
   requestTimeout: dur('NSM_REQUEST_TIMEOUT', 'request-timeout', '15s', 'deadline for one Request through the whole chain'),
   mtu: int('NSM_MTU', 'mtu', 1500, 'MTU of local (veth) connections when the client asks for none', 576, 65535),
   statsInterval: dur('NSM_STATS_INTERVAL', 'stats-interval', '0ms', 'log a "stats" line (memory, connections, event-loop delay) this often; 0ms = off'),
+  insecure: bool('NSM_INSECURE', 'insecure', false, 'development only: no mutual TLS, no path tokens, no authorization'),
+  workloadApi: str('SPIFFE_ENDPOINT_SOCKET', 'spiffe-endpoint-socket', 'unix:///run/spire/sockets/agent.sock', "SPIFFE Workload API that gives nsmd its X.509-SVID (SPIRE agent or nsm-issuer)"),
+  authzPolicy: str('NSM_AUTHZ_POLICY', 'authz-policy', '', 'YAML policy: who may request, register, monitor (empty: the defaults)'),
+  adminIds: str('NSM_ADMIN_SPIFFE_IDS', 'admin-spiffe-ids', 'spiffe://*/nsmesh/admin/*', 'comma list of SPIFFE ID globs that may see and close every connection and manage every registration'),
   cleanupOnExit: bool('NSM_CLEANUP_ON_EXIT', 'cleanup-on-exit', false, 'close every connection when nsmd stops (otherwise they survive a restart)'),
 };
 

@@ -23,6 +23,8 @@ export interface ConnectionRecord {
   dataplane: { mtu: number; client: PlumbedEnd; endpoint: PlumbedEnd };
   /** Epoch ms after which nsmd closes the connection unless it is refreshed. */
   expiresAt: number;
+  /** SPIFFE ID of the caller that made it: the only identity (besides admins) that may refresh or close it. */
+  owner?: string;
 }
 
 /** A burst of Requests costs one write of the state file. */
@@ -31,6 +33,7 @@ const PERSIST_DELAY_MS = 50;
 export interface StoreEvent {
   type: Exclude<ConnectionEventType, 'INITIAL_STATE_TRANSFER'>;
   connection: Connection;
+  record: ConnectionRecord;
 }
 
 /** nsmd's live connections, indexed for refresh and Close, published to monitors, persisted for restarts. */
@@ -94,14 +97,14 @@ export class ConnectionStore {
     this.byId.set(rec.id, rec);
     this.byClientId.set(rec.clientId, rec.id);
     this.persist();
-    this.emit({ type: 'UPDATE', connection: rec.connection });
+    this.emit({ type: 'UPDATE', connection: rec.connection, record: rec });
   }
 
   setState(id: string, state: State): void {
     const rec = this.byId.get(id);
     if (!rec || rec.connection.state === state) return;
     rec.connection.state = state;
-    this.emit({ type: 'UPDATE', connection: rec.connection });
+    this.emit({ type: 'UPDATE', connection: rec.connection, record: rec });
   }
 
   delete(id: string): void {
@@ -110,7 +113,7 @@ export class ConnectionStore {
     this.byId.delete(id);
     if (this.byClientId.get(rec.clientId) === id) this.byClientId.delete(rec.clientId);
     this.persist();
-    this.emit({ type: 'DELETE', connection: { ...rec.connection, state: 'DOWN' } });
+    this.emit({ type: 'DELETE', connection: { ...rec.connection, state: 'DOWN' }, record: rec });
   }
 
   subscribe(fn: (e: StoreEvent) => void): () => void {

@@ -22,6 +22,12 @@ import { select } from './chain/select.js';
 import type { NsmdCloseState, NsmdRequestState } from './chain/state.js';
 import { track } from './chain/track.js';
 import type { NsmdConfig } from './config.js';
+import { authorize } from '../chain/elements/authorize.js';
+import { Policy } from '../identity/policy.js';
+import { openTransport, type Transport } from '../identity/transport.js';
+import { createEtcdRegistry, parseEtcdRegistryUrl } from '../registry/etcd/index.js';
+import { globMatcher } from '../util/glob.js';
+import { parseList } from '../util/labels.js';
 import { ConnectionStore, type ConnectionRecord } from './connection-store.js';
 import { monitorHandlers } from './monitor-server.js';
 import { networkServiceHandlers } from './network-service-server.js';
@@ -33,14 +39,22 @@ export interface Nsmd {
   readonly store: ConnectionStore;
   readonly registry: Registry;
   readonly dataplane: Dataplane;
+  readonly transport: Transport;
   /** Closes one connection through the whole chain, as an expiry would. */
   closeConnection(id: string, reason: string): Promise<void>;
   stop(): Promise<void>;
 }
 
 async function openRegistry(cfg: NsmdConfig, log: Logger): Promise<Registry> {
+  if (cfg.registryUrl.startsWith('etcd://')) {
+    return createEtcdRegistry({
+      ...parseEtcdRegistryUrl(cfg.registryUrl),
+      maxExpirationMs: cfg.registryExpiration,
+      logger: log.child({ component: 'registry' }),
+    });
+  }
   if (cfg.registryUrl !== 'embedded') {
-    throw new Error(`NSM_REGISTRY_URL "${cfg.registryUrl}" is not supported by this build: use "embedded"`);
+    throw new Error(`NSM_REGISTRY_URL "${cfg.registryUrl}" is not supported: use "embedded" or etcd://host:port[,host:port...]`);
   }
   return createEmbeddedRegistry({
     stateFile: path.join(cfg.stateDir, 'registry.json'),
@@ -51,10 +65,13 @@ async function openRegistry(cfg: NsmdConfig, log: Logger): Promise<Registry> {
 
 /** Assembles nsmd: registry, data plane, the Request chain, and the local gRPC API. */
 export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
+  const policy = cfg.authzPolicy ? Policy.load(cfg.authzPolicy) : undefined;
+  const isAdmin = globMatcher(parseList(cfg.adminIds));
+  const transport = await openTransport({ insecure: cfg.insecure, workloadApi: cfg.workloadApi, component: 'nsmd', log });
   const registry = await openRegistry(cfg, log);
   const dataplane = await createNetlinkDataplane({ logger: log.child({ component: 'dataplane' }) });
   const store = new ConnectionStore(path.join(cfg.stateDir, 'connections.json'), log);
-  const clients = new EndpointClients();
+  const clients = new EndpointClients(transport);
   const mutex = new KeyedMutex();
 
   let chain: Chain<NsmdRequestState, NsmdCloseState>;
@@ -74,6 +91,13 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   chain = compose<NsmdRequestState, NsmdCloseState>([
     updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
     begin(store, mutex),
+    authorize<NsmdRequestState, NsmdCloseState>({
+      transport,
+      ...(policy ? { policy } : {}),
+      isAdmin,
+      ownerOfExisting: (st) => st.existing?.owner,
+      ownerOfClosing: (st) => st.record.owner,
+    }),
     expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
     track(store),
     clientInfo({ nodeName: cfg.nodeName, clusterName: cfg.clusterName }),
@@ -81,7 +105,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     discover(registry),
     select(new RoundRobin()),
     plumb(dataplane),
-    connect(clients, Math.min(cfg.requestTimeout, 5000)),
+    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout),
   ]);
 
   // An endpoint that leaves the registry (unregistered or expired) takes its connections down with it.
@@ -95,16 +119,24 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
 
   let server: RunningServer;
   try {
-    server = await startServer(cfg.listenOn, (s) => {
-      addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain, store, requestTimeoutMs: cfg.requestTimeout, log }));
-      addService(s, 'connection.MonitorConnection', monitorHandlers(store));
-      addService(s, 'registry.NetworkServiceRegistry', networkServiceRegistryHandlers(registry));
-      addService(s, 'registry.NetworkServiceEndpointRegistry', endpointRegistryHandlers(registry));
-    });
+    const access = { transport, isAdmin, ...(policy ? { policy } : {}) };
+    server = await startServer(
+      cfg.listenOn,
+      (s) => {
+        addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain, store, requestTimeoutMs: cfg.requestTimeout, transport, log }));
+        addService(s, 'connection.MonitorConnection', monitorHandlers(store, access));
+        addService(s, 'registry.NetworkServiceRegistry', networkServiceRegistryHandlers(registry, access));
+        addService(s, 'registry.NetworkServiceEndpointRegistry', endpointRegistryHandlers(registry, access));
+      },
+      transport.serverCredentials(),
+      // Without identity the socket is the only guard left: root only.
+      transport.secure ? 0o666 : 0o600,
+    );
   } catch (e) {
     unwatch();
     expiry.stop();
     await Promise.allSettled([registry.close(), dataplane.close(), store.flush()]);
+    transport.close();
     throw e;
   }
   log.info({ listenOn: server.url, nsmName: cfg.name, node: cfg.nodeName, connections: store.size }, 'nsmd ready');
@@ -115,6 +147,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     store,
     registry,
     dataplane,
+    transport,
     closeConnection,
     async stop() {
       stats.stop();
@@ -126,6 +159,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
       clients.close();
       await registry.close();
       await dataplane.close();
+      transport.close();
     },
   };
 }

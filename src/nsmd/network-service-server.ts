@@ -6,12 +6,15 @@ import type { Chain } from '../chain/types.js';
 import { notFound } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ConnectionStore } from './connection-store.js';
+import type { Transport } from '../identity/transport.js';
+import { callerOf } from '../identity/caller.js';
 import type { NsmdCloseState, NsmdRequestState } from './chain/state.js';
 
 export interface NetworkServiceServerOptions {
   chain: Chain<NsmdRequestState, NsmdCloseState>;
   store: ConnectionStore;
   requestTimeoutMs: number;
+  transport: Transport;
   log: Logger;
 }
 
@@ -22,7 +25,8 @@ export function networkServiceHandlers(o: NetworkServiceServerOptions): grpc.Unt
       validateRequest(req);
       const deadline = Math.min(Date.now() + o.requestTimeoutMs, deadlineOf(call));
       const log = o.log.child({ conn: req.connection.id, service: req.connection.network_service });
-      const conn = await o.chain.request({ request: req, deadline, log, refresh: false });
+      const caller = callerOf(o.transport, call as grpc.ServerUnaryCall<unknown, unknown>);
+      const conn = await o.chain.request({ request: req, deadline, log, refresh: false, ...(caller ? { caller } : {}) });
       log.debug({ endpoint: conn.network_service_endpoint_name }, 'connected');
       return conn;
     }),
@@ -30,7 +34,8 @@ export function networkServiceHandlers(o: NetworkServiceServerOptions): grpc.Unt
       const record = o.store.lookup(conn);
       if (!record) throw notFound(`no connection with id "${conn.id}" is known to this nsmd (already closed or expired?)`);
       const deadline = Math.min(Date.now() + o.requestTimeoutMs, deadlineOf(call));
-      await o.chain.close({ connection: conn, record, deadline, log: o.log.child({ conn: record.id }) });
+      const caller = callerOf(o.transport, call as grpc.ServerUnaryCall<unknown, unknown>);
+      await o.chain.close({ connection: conn, record, deadline, log: o.log.child({ conn: record.id }), ...(caller ? { caller } : {}) });
       return {};
     }),
   };

@@ -13,7 +13,32 @@ import type {
 import { messageCodec } from '../api/codec.js';
 import { validateLabels } from '../api/validate.js';
 import type { Registry } from '../registry/types.js';
-import { invalidArgument, toServiceError } from '../util/errors.js';
+import { invalidArgument, permissionDenied, toServiceError } from '../util/errors.js';
+import type { Transport } from '../identity/transport.js';
+import type { Policy } from '../identity/policy.js';
+
+export interface RegistryAccess {
+  transport: Transport;
+  policy?: Policy;
+  isAdmin: (spiffeId: string) => boolean;
+}
+
+/**
+ * Who may change a registration: with identity, a name belongs to its first registrant (recorded, as
+ * upstream does, as path_ids[0]) for as long as it stays registered; admins may change any; a policy
+ * `register` rule can further restrict which names an identity may register. Returns the owner to record.
+ */
+function checkOwner(access: RegistryAccess, call: grpc.ServerUnaryCall<unknown, unknown>, kind: string, name: string, currentOwner: string | undefined): string[] {
+  if (!access.transport.secure) return [];
+  const who = access.transport.peer(call)?.spiffeId;
+  if (!who) throw permissionDenied('the caller presented no verified X.509-SVID');
+  if (currentOwner && currentOwner !== who && !access.isAdmin(who)) {
+    throw permissionDenied(`${kind} "${name}" is owned by ${currentOwner}, which registered it first; ${who} may not change it`);
+  }
+  const d = access.policy?.decide('register', who, name);
+  if (d && !d.allowed) throw permissionDenied(`${who} may not register ${kind} "${name}": ${d.reason}`);
+  return [currentOwner ?? who];
+}
 
 const NAME = /^[a-z0-9]([-a-z0-9._]*[a-z0-9])?(@[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$/i;
 const nsDefaults = messageCodec('registry.NetworkService').normalize;
@@ -76,14 +101,19 @@ function find<Q extends { watch: boolean }, T, R>(
   };
 }
 
-export function networkServiceRegistryHandlers(registry: Registry): grpc.UntypedServiceImplementation {
+const ownerOf = async <T extends { path_ids: string[] }>(find: Promise<T[]>) => (await find)[0]?.path_ids[0] || undefined;
+
+export function networkServiceRegistryHandlers(registry: Registry, access: RegistryAccess): grpc.UntypedServiceImplementation {
+  const current = (name: string) => ownerOf(registry.findServices(nsDefaults({ name })));
   return {
-    Register: unary<NetworkService, NetworkService>(async (ns) => {
+    Register: unary<NetworkService, NetworkService>(async (ns, call) => {
       checkService(ns);
-      return registry.registerService(ns);
+      const owner = checkOwner(access, call, 'network service', ns.name, await current(ns.name));
+      return registry.registerService(access.transport.secure ? { ...ns, path_ids: owner } : ns);
     }),
-    Unregister: unary<NetworkService, Empty>(async (ns) => {
+    Unregister: unary<NetworkService, Empty>(async (ns, call) => {
       checkName('network service', ns.name);
+      checkOwner(access, call, 'network service', ns.name, await current(ns.name));
       await registry.unregisterService(ns.name);
       return {};
     }),
@@ -96,14 +126,17 @@ export function networkServiceRegistryHandlers(registry: Registry): grpc.Untyped
   };
 }
 
-export function endpointRegistryHandlers(registry: Registry): grpc.UntypedServiceImplementation {
+export function endpointRegistryHandlers(registry: Registry, access: RegistryAccess): grpc.UntypedServiceImplementation {
+  const current = (name: string) => ownerOf(registry.findEndpoints(nseDefaults({ name })));
   return {
-    Register: unary<NetworkServiceEndpoint, NetworkServiceEndpoint>(async (nse) => {
+    Register: unary<NetworkServiceEndpoint, NetworkServiceEndpoint>(async (nse, call) => {
       checkEndpoint(nse);
-      return registry.registerEndpoint(nse);
+      const owner = checkOwner(access, call, 'network service endpoint', nse.name, await current(nse.name));
+      return registry.registerEndpoint(access.transport.secure ? { ...nse, path_ids: owner } : nse);
     }),
-    Unregister: unary<NetworkServiceEndpoint, Empty>(async (nse) => {
+    Unregister: unary<NetworkServiceEndpoint, Empty>(async (nse, call) => {
       checkName('network service endpoint', nse.name);
+      checkOwner(access, call, 'network service endpoint', nse.name, await current(nse.name));
       await registry.unregisterEndpoint(nse.name);
       return {};
     }),

@@ -1,8 +1,9 @@
 /**
- * A real single-member etcd (the Debian etcd-server binary) for registry tests: free 127.0.0.1 ports, a
- * temporary data dir, fast raft timers so it is healthy in tens of milliseconds, and stop/restart on the same
- * ports and data dir (optionally wiped) to exercise reconnects. `cleanup()` belongs in afterAll; a process exit
- * hook kills a forgotten etcd anyway so a failed run never leaves one behind.
+ * Real etcd (the Debian etcd-server binary) for registry tests: free 127.0.0.1 ports, temporary data dirs, fast
+ * raft timers so a member is healthy in tens of milliseconds, and stop/restart on the same ports and data dir
+ * (optionally wiped, single member only) to exercise reconnects; startEtcdCluster for member failures.
+ * `cleanup()` belongs in afterAll; a process exit hook kills a forgotten etcd anyway so a failed run never
+ * leaves one behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -19,6 +20,9 @@ export interface EtcdServer {
   start(): Promise<void>;
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
   stop(graceMs?: number): Promise<void>;
+  /** SIGSTOP: sockets stay open but nothing answers, like a hung host or a network black hole. */
+  pause(): void;
+  resume(): void;
   /** Stops, optionally wipes the data dir, starts again. */
   restart(opts?: { wipe?: boolean }): Promise<void>;
   /** Stops etcd and removes its data dir. Idempotent. */
@@ -31,22 +35,88 @@ process.once('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
 
+/** A single-member etcd, healthy when this resolves. */
 export async function startEtcd(): Promise<EtcdServer> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-etcd-'));
-  const dataDir = path.join(base, 'data');
   const [clientPort, peerPort] = await freePorts(2);
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const spec = { name: 'test', clientPort: clientPort!, peerPort: peerPort!, dataDir: path.join(base, 'data') };
+  const server = member(spec, [spec], { heartbeatMs: 10, electionMs: 50 }, base);
+  try {
+    await server.start();
+  } catch (err) {
+    await server.cleanup();
+    throw err;
+  }
+  return server;
+}
+
+export interface EtcdCluster {
+  readonly members: EtcdServer[];
+  /** host:port of every member's client listener. */
+  readonly endpoints: string[];
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A cluster of `size` members on this host, for member-failure tests. Raft timers are less aggressive than for
+ * a single member: with several members on two cores, 50 ms elections would keep re-electing under load.
+ */
+export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-etcd-cluster-'));
+  const ports = await freePorts(2 * size);
+  const specs = Array.from({ length: size }, (_, i) => ({
+    name: `m${i}`,
+    clientPort: ports[2 * i]!,
+    peerPort: ports[2 * i + 1]!,
+    dataDir: path.join(base, `m${i}`),
+  }));
+  const members = specs.map((spec) => member(spec, specs, { heartbeatMs: 25, electionMs: 250 }));
+  const cluster: EtcdCluster = {
+    members,
+    endpoints: members.map((m) => m.endpoint),
+    async cleanup() {
+      await Promise.all(members.map((m) => m.stop(1_000)));
+      fs.rmSync(base, { recursive: true, force: true });
+    },
+  };
+  // Members wait for each other to elect a leader, so they must all be starting at once.
+  const started = await Promise.allSettled(members.map((m) => m.start()));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await cluster.cleanup();
+    throw failed.reason;
+  }
+  return cluster;
+}
+
+interface MemberSpec {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  dataDir: string;
+}
+
+/** One etcd member; `ownDir`, when given, is removed with it by cleanup(). */
+function member(
+  spec: MemberSpec,
+  all: MemberSpec[],
+  timers: { heartbeatMs: number; electionMs: number },
+  ownDir?: string,
+): EtcdServer {
+  const { dataDir } = spec;
+  const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
+  const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
   const args = [
-    '--name', 'test',
+    '--name', spec.name,
     '--data-dir', dataDir,
     '--listen-client-urls', clientUrl,
     '--advertise-client-urls', clientUrl,
     '--listen-peer-urls', peerUrl,
     '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `test=${peerUrl}`,
-    '--heartbeat-interval', '10',
-    '--election-timeout', '50',
+    '--initial-cluster', all.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(','),
+    '--initial-cluster-state', 'new',
+    '--heartbeat-interval', String(timers.heartbeatMs),
+    '--election-timeout', String(timers.electionMs),
     '--log-level', 'warn',
     '--logger', 'zap',
   ];
@@ -56,7 +126,7 @@ export async function startEtcd(): Promise<EtcdServer> {
   let stderrTail = '';
 
   const server: EtcdServer = {
-    endpoint: `127.0.0.1:${clientPort}`,
+    endpoint: `127.0.0.1:${spec.clientPort}`,
     dataDir,
     get running() {
       return child !== undefined;
@@ -85,9 +155,17 @@ export async function startEtcd(): Promise<EtcdServer> {
       });
       await waitHealthy(clientUrl, () => child === c, () => stderrTail);
     },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
+    },
     async stop(graceMs = 5_000) {
       const c = child;
       if (!c) return;
+      // A paused etcd would sit on SIGTERM until the SIGKILL fallback.
+      c.kill('SIGCONT');
       c.kill('SIGTERM');
       const timer = setTimeout(() => c.kill('SIGKILL'), graceMs);
       await exited;
@@ -100,16 +178,9 @@ export async function startEtcd(): Promise<EtcdServer> {
     },
     async cleanup() {
       await server.stop(1_000);
-      fs.rmSync(base, { recursive: true, force: true });
+      fs.rmSync(ownDir ?? dataDir, { recursive: true, force: true });
     },
   };
-
-  try {
-    await server.start();
-  } catch (err) {
-    await server.cleanup();
-    throw err;
-  }
   return server;
 }
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll } from 'vitest';
 import { ApiClient } from '../../src/api/grpc.js';
+import { ids, testTransport, workloadSocket } from './identity.js';
 import type { Netns } from './netns.js';
 import { tag } from './netns.js';
 import { waitFor } from './wait.js';
@@ -48,13 +49,20 @@ export interface NsmdProc {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function startNsmd(opts: { name?: string; dir?: string; env?: Record<string, string> } = {}): Promise<NsmdProc> {
+/** Environment that gives a process `spiffeId` — or, with insecure, no identity at all. */
+async function identityEnv(spiffeId: string, insecure = false): Promise<Record<string, string>> {
+  return insecure ? { NSM_INSECURE: 'true' } : { SPIFFE_ENDPOINT_SOCKET: await workloadSocket(spiffeId) };
+}
+
+export async function startNsmd(opts: { name?: string; dir?: string; env?: Record<string, string>; insecure?: boolean } = {}): Promise<NsmdProc> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), `nsmesh-${tag}-`));
   const url = `unix://${dir}/nsm.io.sock`;
+  const name = opts.name ?? `nsmd-${tag}`;
   const proc = track(
     execa('node', [BIN.nsmd], {
       env: {
-        NSM_NAME: opts.name ?? `nsmd-${tag}`,
+        ...(await identityEnv(ids.nsmd(name), opts.insecure)),
+        NSM_NAME: name,
         NSM_LISTEN_ON: url,
         NSM_STATE_DIR: path.join(dir, 'state'),
         NODE_NAME: `node-${tag}`,
@@ -65,7 +73,7 @@ export async function startNsmd(opts: { name?: string; dir?: string; env?: Recor
     }),
     'nsmd',
   );
-  const probe = new ApiClient('networkservice.NetworkService', url);
+  const probe = new ApiClient('networkservice.NetworkService', url, await testTransport(ids.admin));
   try {
     await waitFor('nsmd to serve its socket', async () => {
       if (proc.exitCode !== null) throw new Error(`nsmd exited: ${(proc as unknown as { tail: () => string }).tail()}`);
@@ -95,11 +103,13 @@ export interface EndpointProc {
 /** Starts nse-icmp-responder inside `ns` and waits until nsmd's registry lists it. */
 export async function startIcmpResponder(
   ns: Netns,
-  o: { name: string; connectTo: string; services: string[]; labels?: Record<string, string>; cidr?: string; env?: Record<string, string> },
+  o: { name: string; connectTo: string; services: string[]; labels?: Record<string, string>; cidr?: string; env?: Record<string, string>; insecure?: boolean },
 ): Promise<EndpointProc> {
+  const identity = await identityEnv(ids.pod(o.name), o.insecure);
   const proc = track(
     execa('ip', ['netns', 'exec', ns.name, 'node', BIN.icmpResponder], {
       env: {
+        ...identity,
         NSM_NAME: o.name,
         NSM_CONNECT_TO: o.connectTo,
         NSM_SERVICE_NAMES: o.services.join(','),
@@ -112,7 +122,7 @@ export async function startIcmpResponder(
     }),
     o.name,
   );
-  const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', o.connectTo);
+  const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', o.connectTo, o.insecure ? undefined : await testTransport(ids.admin));
   try {
     await waitFor(`endpoint ${o.name} to register`, async () => {
       if (proc.exitCode !== null) throw new Error(`${o.name} exited: ${(proc as unknown as { tail: () => string }).tail()}`);
@@ -133,15 +143,17 @@ export async function startIcmpResponder(
 }
 
 /** Runs nsc once inside `ns` with JSON output. */
-export async function runNsc(ns: Netns, o: { name: string; connectTo: string; services: string; env?: Record<string, string> }) {
+export async function runNsc(ns: Netns, o: { name: string; connectTo: string; services: string; env?: Record<string, string>; insecure?: boolean }) {
   const r = await execa('ip', ['netns', 'exec', ns.name, 'node', BIN.nsc, '--output', 'json'], {
-    env: { NSM_NAME: o.name, NSM_CONNECT_TO: o.connectTo, NSM_NETWORK_SERVICES: o.services, ...o.env },
+    env: { ...(await identityEnv(ids.pod(o.name), o.insecure)), NSM_NAME: o.name, NSM_CONNECT_TO: o.connectTo, NSM_NETWORK_SERVICES: o.services, ...o.env },
     reject: false,
   });
   return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr), json: r.exitCode === 0 ? JSON.parse(String(r.stdout)) : undefined };
 }
 
-export async function nsmctl(connectTo: string, args: string[], input?: string) {
-  const r = await execa('node', [BIN.nsmctl, ...args], { env: { NSM_CONNECT_TO: connectTo }, reject: false, ...(input ? { input } : {}) });
+/** nsmctl as an admin identity (or with a given one, or none). */
+export async function nsmctl(connectTo: string, args: string[], input?: string, as: { spiffeId?: string; insecure?: boolean } = {}) {
+  const env = { ...(await identityEnv(as.spiffeId ?? ids.admin, as.insecure)), NSM_CONNECT_TO: connectTo };
+  const r = await execa('node', [BIN.nsmctl, ...args], { env, reject: false, ...(input ? { input } : {}) });
   return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }

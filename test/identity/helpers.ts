@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { pino, type Logger } from 'pino';
 import { buildCertificate, generateKeyPair, KeyUsageFlags } from '../../src/identity/cert-build.js';
 import { Svid, StaticX509Source } from '../../src/identity/source.js';
 import { issueSvid, type Ca } from '../../src/identity/x509.js';
@@ -13,21 +14,7 @@ export function tempDir(): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Waits for a condition with a deadline (never a guessed sleep). */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+export { waitFor } from '../helpers/wait.js';
 
 export function svidFrom(ca: Ca, spiffeId: string, ttlMs = 3600_000, now?: number): Svid {
   const s = issueSvid(ca, spiffeId, ttlMs, { now });
@@ -112,4 +99,11 @@ export function whoami(client: grpc.Client, timeoutMs = 5000): Promise<{ spiffeI
       (err: grpc.ServiceError | null, res: { spiffeId?: string; serial?: string }) => (err ? reject(err) : resolve(res)),
     ),
   );
+}
+
+/** A logger whose records the test can read (and check that no key material is ever logged). */
+export function captureLog(): { log: Logger; records: () => Array<Record<string, unknown>>; text: () => string } {
+  const lines: string[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+  return { log, records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>), text: () => lines.join('') };
 }

@@ -12,12 +12,23 @@ import { createNetlinkDataplane } from '../../src/dataplane/veth/index.js';
 import type { Dataplane } from '../../src/dataplane/types.js';
 import { cleanupNetns, createNetns, ping, tag, type Netns } from '../helpers/netns.js';
 import { nsmctl, runNsc, startIcmpResponder, startNsmd, waitFor, type NsmdProc } from '../helpers/mesh.js';
+import { signOwnSegment } from '../../src/identity/outgoing.js';
 import { toTimestamp } from '../../src/chain/elements/expire.js';
+import type { Transport } from '../../src/identity/transport.js';
+import { ids, testTransport } from '../helpers/identity.js';
 
 let nsmd: NsmdProc;
 let dp: Dataplane;
 let ns: ApiClient<'networkservice.NetworkService'>;
 let nseReg: ApiClient<'registry.NetworkServiceEndpointRegistry'>;
+let admin: ApiClient<'networkservice.NetworkService'>;
+let me: Transport;
+
+/** A Request as a client makes it: its own path segment signed for nsmd, valid for `lifetimeMs`. */
+async function request(req: DeepPartial<NetworkServiceRequest>, lifetimeMs = 60_000): Promise<Connection> {
+  const metadata = await signOwnSegment(me, ns, req.connection!, lifetimeMs, 5000);
+  return ns.unary('Request', req, { timeoutMs: 10_000, metadata });
+}
 const pods: Record<string, Netns> = {};
 
 const SERVICE_YAML = `
@@ -58,13 +69,13 @@ spec:
   payload: IP
 `;
 
-function kernelRequest(pod: Netns, id: string, service: string, extra: { ifname?: string; labels?: Record<string, string>; inodeURL?: string; expires?: number } = {}): DeepPartial<NetworkServiceRequest> {
+function kernelRequest(pod: Netns, id: string, service: string, extra: { ifname?: string; labels?: Record<string, string>; inodeURL?: string } = {}): DeepPartial<NetworkServiceRequest> {
   return {
     connection: {
       id,
       network_service: service,
       labels: extra.labels ?? {},
-      path: { index: 0, path_segments: [{ name: 'test-client', id, ...(extra.expires ? { expires: toTimestamp(extra.expires) } : {}) }] },
+      path: { index: 0, path_segments: [{ name: 'test-client', id }] },
     },
     mechanism_preferences: [
       { cls: 'LOCAL', type: 'KERNEL', parameters: { name: extra.ifname ?? `${tag}x`, inodeURL: extra.inodeURL ?? inodeUrlOf(pod.path) } },
@@ -78,8 +89,10 @@ beforeAll(async () => {
   for (const p of ['c1', 'c2', 'c3', 'blue', 'green', 'mine']) pods[p] = await createNetns(p);
   dp = await createNetlinkDataplane();
   nsmd = await startNsmd();
-  ns = new ApiClient('networkservice.NetworkService', nsmd.url);
-  nseReg = new ApiClient('registry.NetworkServiceEndpointRegistry', nsmd.url);
+  me = await testTransport(ids.pod('test-client'));
+  ns = new ApiClient('networkservice.NetworkService', nsmd.url, me);
+  admin = new ApiClient('networkservice.NetworkService', nsmd.url, await testTransport(ids.admin));
+  nseReg = new ApiClient('registry.NetworkServiceEndpointRegistry', nsmd.url, await testTransport(ids.admin));
   const applied = await nsmctl(nsmd.url, ['apply', '-f', '-'], SERVICE_YAML);
   expect(applied.stderr).toBe('');
   expect(applied.exitCode).toBe(0);
@@ -90,6 +103,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   ns?.close();
+  admin?.close();
   nseReg?.close();
   await nsmd?.stop();
   await dp?.close();
@@ -127,8 +141,8 @@ describe('local mesh', () => {
   });
 
   it('sends two clients to different endpoints by their labels', async () => {
-    const blue = await ns.unary('Request', kernelRequest(pods.c1!, `${tag}-lb1`, `${tag}-svc`, { labels: { app: 'blue' } }), { timeoutMs: 10_000 });
-    const green = await ns.unary('Request', kernelRequest(pods.c2!, `${tag}-lb2`, `${tag}-svc`, { labels: { app: 'green' } }), { timeoutMs: 10_000 });
+    const blue = await request(kernelRequest(pods.c1!, `${tag}-lb1`, `${tag}-svc`, { labels: { app: 'blue' } }));
+    const green = await request(kernelRequest(pods.c2!, `${tag}-lb2`, `${tag}-svc`, { labels: { app: 'green' } }));
     expect(blue.network_service_endpoint_name).toBe(`${tag}-blue`);
     expect(green.network_service_endpoint_name).toBe(`${tag}-green`);
     expect(await ping(pods.c2!, green.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!)).toBe(true);
@@ -140,14 +154,14 @@ describe('local mesh', () => {
     const r = await runNsc(pods.c3!, { name: `${tag}-c3`, connectTo: nsmd.url, services: `${tag}-svc/${tag}m?app=mine`, env: { POD_NAME: `${tag}-pod3` } });
     expect(r.stderr).toBe('');
     expect(r.json[0].network_service_endpoint_name).toBe(`${tag}-mine`);
-    await ns.unary('Close', r.json[0], { timeoutMs: 10_000 });
+    await admin.unary('Close', r.json[0], { timeoutMs: 10_000 });
   });
 
   it('falls through a match with no candidates only when the match says so', async () => {
-    const picky = await ns.unary('Request', kernelRequest(pods.c1!, `${tag}-ft`, `${tag}-svc`, { labels: { app: 'picky' } }), { timeoutMs: 10_000 });
+    const picky = await request(kernelRequest(pods.c1!, `${tag}-ft`, `${tag}-svc`, { labels: { app: 'picky' } }));
     expect(picky.network_service_endpoint_name).toBe(`${tag}-green`);
     await ns.unary('Close', picky, { timeoutMs: 10_000 });
-    const err = await ns.unary('Request', kernelRequest(pods.c1!, `${tag}-st`, `${tag}-svc`, { labels: { app: 'strict' } }), { timeoutMs: 10_000 }).catch((e) => e);
+    const err = await request(kernelRequest(pods.c1!, `${tag}-st`, `${tag}-svc`, { labels: { app: 'strict' } })).catch((e) => e);
     expect(err.code).toBe(status.NOT_FOUND);
     expect(err.details).toContain(`${tag}-svc`);
     expect(await linkNames(pods.c1!)).toEqual([]);
@@ -162,7 +176,7 @@ describe('local mesh', () => {
     );
     await waitFor('the ghost registration to expire', async () => (await nseReg.collect('Find', { network_service_endpoint: { name: `${tag}-ghost` } }, { timeoutMs: 1000 })).length === 0);
     for (let i = 0; i < 4; i++) {
-      const c = await ns.unary('Request', kernelRequest(pods.c2!, `${tag}-ex${i}`, `${tag}-any`, { ifname: `${tag}e${i}` }), { timeoutMs: 10_000 });
+      const c = await request(kernelRequest(pods.c2!, `${tag}-ex${i}`, `${tag}-any`, { ifname: `${tag}e${i}` }));
       expect(c.network_service_endpoint_name).toBe(`${tag}-blue`);
       await ns.unary('Close', c, { timeoutMs: 10_000 });
     }
@@ -171,7 +185,7 @@ describe('local mesh', () => {
   it('tries the next candidate when an endpoint is dead', async () => {
     await nseReg.unary('Register', { name: `${tag}-dead`, network_service_names: [`${tag}-any`], url: `unix://${nsmd.dir}/dead.sock` }, { timeoutMs: 5000 });
     for (let i = 0; i < 4; i++) {
-      const c = await ns.unary('Request', kernelRequest(pods.c2!, `${tag}-dd${i}`, `${tag}-any`, { ifname: `${tag}d${i}` }), { timeoutMs: 10_000 });
+      const c = await request(kernelRequest(pods.c2!, `${tag}-dd${i}`, `${tag}-any`, { ifname: `${tag}d${i}` }));
       expect(c.network_service_endpoint_name).toBe(`${tag}-blue`);
       await ns.unary('Close', c, { timeoutMs: 10_000 });
     }
@@ -180,9 +194,9 @@ describe('local mesh', () => {
 
   it('treats a repeated Request as a refresh of the same connection', async () => {
     const req = kernelRequest(pods.c1!, `${tag}-rf`, `${tag}-svc`, { labels: { app: 'blue' }, ifname: `${tag}r` });
-    const first = await ns.unary('Request', req, { timeoutMs: 10_000 });
-    const again = await ns.unary('Request', { connection: first, mechanism_preferences: [first.mechanism!] }, { timeoutMs: 10_000 });
-    const lost = await ns.unary('Request', req, { timeoutMs: 10_000 });
+    const first = await request(req);
+    const again = await request({ connection: first, mechanism_preferences: [first.mechanism!] });
+    const lost = await request(req);
     expect(again.context!.ip_context!.src_ip_addrs).toEqual(first.context!.ip_context!.src_ip_addrs);
     expect(lost.path!.path_segments[1]!.id).toBe(first.path!.path_segments[1]!.id);
     expect((await linkNames(pods.c1!)).filter((n) => n === `${tag}r`)).toHaveLength(1);
@@ -191,7 +205,7 @@ describe('local mesh', () => {
   });
 
   it('closes a connection that is not refreshed before it expires, devices and all', async () => {
-    const c = await ns.unary('Request', kernelRequest(pods.c2!, `${tag}-lt`, `${tag}-svc`, { labels: { app: 'green' }, ifname: `${tag}l`, expires: Date.now() + 1500 }), { timeoutMs: 10_000 });
+    const c = await request(kernelRequest(pods.c2!, `${tag}-lt`, `${tag}-svc`, { labels: { app: 'green' }, ifname: `${tag}l` }), 1500);
     expect(await linkNames(pods.c2!)).toEqual([`${tag}l`]);
     await waitFor('the expired connection to be removed', async () => (await linkNames(pods.c2!)).length === 0, 10_000);
     expect(await linkNames(pods.green!)).toEqual([]);
@@ -211,7 +225,7 @@ describe('local mesh', () => {
     ];
     for (const [what, req, code, msg] of cases) {
       it(what, async () => {
-        const err = await ns.unary('Request', req(), { timeoutMs: 10_000 }).catch((e) => e);
+        const err = await request(req()).catch((e) => e);
         expect(err.code).toBe(code);
         expect(err.details).toMatch(msg);
         expect(await linkNames(pods.c1!)).toEqual([]);
@@ -219,8 +233,8 @@ describe('local mesh', () => {
     }
 
     it('an interface name already taken', async () => {
-      const first = await ns.unary('Request', kernelRequest(pods.c1!, `${tag}-t1`, `${tag}-any`, { ifname: `${tag}t` }), { timeoutMs: 10_000 });
-      const err = await ns.unary('Request', kernelRequest(pods.c1!, `${tag}-t2`, `${tag}-any`, { ifname: `${tag}t` }), { timeoutMs: 10_000 }).catch((e) => e);
+      const first = await request(kernelRequest(pods.c1!, `${tag}-t1`, `${tag}-any`, { ifname: `${tag}t` }));
+      const err = await request(kernelRequest(pods.c1!, `${tag}-t2`, `${tag}-any`, { ifname: `${tag}t` })).catch((e) => e);
       expect(err.code).toBe(status.INVALID_ARGUMENT);
       expect(err.details).toMatch(/already exists/);
       expect(await linkNames(pods.c1!)).toEqual([`${tag}t`]);
@@ -247,16 +261,12 @@ describe('local mesh', () => {
   });
 
   it('keeps connections across an nsmd restart and still closes them cleanly', async () => {
-    const c = await ns.unary('Request', kernelRequest(pods.c3!, `${tag}-rs`, `${tag}-svc`, { labels: { app: 'green' }, ifname: `${tag}s` }), { timeoutMs: 10_000 });
-    ns.close();
-    nseReg.close();
+    const c = await request(kernelRequest(pods.c3!, `${tag}-rs`, `${tag}-svc`, { labels: { app: 'green' }, ifname: `${tag}s` }));
     await nsmd.stop();
     nsmd = await startNsmd({ dir: nsmd.dir });
-    ns = new ApiClient('networkservice.NetworkService', nsmd.url);
-    nseReg = new ApiClient('registry.NetworkServiceEndpointRegistry', nsmd.url);
     expect(await linkNames(pods.c3!)).toEqual([`${tag}s`]);
     expect(await ping(pods.c3!, c.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!)).toBe(true);
-    const refreshed = await ns.unary('Request', { connection: c, mechanism_preferences: [c.mechanism!] }, { timeoutMs: 10_000 });
+    const refreshed = await request({ connection: c, mechanism_preferences: [c.mechanism!] });
     expect(refreshed.context!.ip_context!.src_ip_addrs).toEqual(c.context!.ip_context!.src_ip_addrs);
     await ns.unary('Close', refreshed, { timeoutMs: 10_000 });
     expect(await linkNames(pods.c3!)).toEqual([]);

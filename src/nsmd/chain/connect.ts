@@ -1,4 +1,6 @@
 import { ApiClient } from '../../api/grpc.js';
+import { signOwnSegment } from '../../identity/outgoing.js';
+import type { Transport } from '../../identity/transport.js';
 import { MechanismCls, MechanismType } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import { remaining } from '../../chain/types.js';
@@ -11,10 +13,12 @@ type NetworkServiceClient = ApiClient<'networkservice.NetworkService'>;
 export class EndpointClients {
   private readonly clients = new Map<string, NetworkServiceClient>();
 
+  constructor(private readonly transport: Transport) {}
+
   get(url: string): NetworkServiceClient {
     let c = this.clients.get(url);
     if (!c) {
-      c = new ApiClient('networkservice.NetworkService', url);
+      c = new ApiClient('networkservice.NetworkService', url, this.transport);
       this.clients.set(url, c);
     }
     return c;
@@ -32,12 +36,25 @@ export class EndpointClients {
   }
 }
 
-/** The chain's last hop: forwards the Request to the selected endpoint and Close to the endpoint in use. */
-export function connect(clients: EndpointClients, closeTimeoutMs: number): Element<NsmdRequestState, NsmdCloseState> {
+/**
+ * The chain's last hop: forwards the Request to the selected endpoint and Close to the endpoint in use.
+ * With identity, nsmd signs its own path segment for the endpoint (audience: the endpoint's SPIFFE ID as
+ * its TLS handshake showed it), never outliving the caller's token.
+ */
+export function connect(
+  clients: EndpointClients,
+  closeTimeoutMs: number,
+  transport: Transport,
+  maxTokenLifetimeMs: number,
+  dialTimeoutMs: number,
+): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'connect',
     async request(st) {
       const conn = st.request.connection;
+      const client = clients.get(st.endpoint!.url);
+      // A dead endpoint must cost one dial timeout, not the whole Request's deadline.
+      const metadata = await signOwnSegment(transport, client, conn, maxTokenLifetimeMs, Math.min(dialTimeoutMs, remaining(st)));
       const previous = st.existing?.endpoint.connection;
       const downstream = {
         ...conn,
@@ -45,10 +62,10 @@ export function connect(clients: EndpointClients, closeTimeoutMs: number): Eleme
         mechanism: previous?.mechanism ?? null,
         context: previous?.context ?? conn.context,
       };
-      const res = await clients.get(st.endpoint!.url).unary(
+      const res = await client.unary(
         'Request',
         { connection: downstream, mechanism_preferences: [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }] },
-        { timeoutMs: remaining(st) },
+        { timeoutMs: remaining(st), metadata },
       );
       st.endpointConnection = structuredClone(res);
       return res;

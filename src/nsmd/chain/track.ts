@@ -17,6 +17,7 @@ export function track(store: ConnectionStore): Element<NsmdRequestState, NsmdClo
         endpoint: { name: st.endpoint!.name, url: st.endpoint!.url, connection: st.endpointConnection! },
         dataplane: { mtu: st.mtu!, client: st.clientEnd!, endpoint: st.endpointEnd! },
         expiresAt: st.expiresAt!,
+        ...(st.owner ? { owner: st.owner } : {}),
       });
       return conn;
     },

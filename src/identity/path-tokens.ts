@@ -1,0 +1,74 @@
+import type { Metadata } from '@grpc/grpc-js';
+import type { Path } from '../api/types.js';
+import { permissionDenied } from '../util/errors.js';
+import type { SpiffePeer } from './tls.js';
+import type { Svid } from './source.js';
+import { decodeToken, signToken, TokenError, verifyToken, type TokenClaims } from './token.js';
+
+export const TOKEN_HEADER = 'nsm-client-token';
+export const TOKEN_EXPIRES_HEADER = 'nsm-client-token-expires';
+
+export interface IssuedToken {
+  token: string;
+  /** Epoch ms. */
+  expires: number;
+}
+
+/** A token for the next hop: expiry ≤ the lifetime, ≤ our SVID's NotAfter, ≤ an upstream cap (the caller's expiry). */
+export function issueToken(svid: Svid, audience: string, maxLifetimeMs: number, capMs = Infinity): IssuedToken {
+  const now = Date.now();
+  const expires = Math.min(now + maxLifetimeMs, svid.notAfter, capMs);
+  const token = signToken(svid.privateKey, { sub: svid.spiffeId, aud: [audience], exp: Math.floor(expires / 1000), iat: Math.floor(now / 1000) });
+  return { token, expires: Math.floor(expires / 1000) * 1000 };
+}
+
+export function setTokenMetadata(md: Metadata, t: IssuedToken): Metadata {
+  md.set(TOKEN_HEADER, t.token);
+  md.set(TOKEN_EXPIRES_HEADER, new Date(t.expires).toISOString());
+  return md;
+}
+
+export function tokenFromMetadata(md: Metadata): string | undefined {
+  const v = md.get(TOKEN_HEADER)[0];
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+}
+
+/**
+ * Upstream's default server checks on an incoming hop, done here without OPA: the caller's token is signed
+ * by the caller's TLS certificate, names the caller as subject and us as audience, and has not expired; it
+ * is written into the caller's segment; then every token on the path up to here decodes, is unexpired, and
+ * the chain is linked (each token's audience names the next token's subject). Returns the path's origin.
+ */
+export function checkIncomingPath(path: Path, ownIndex: number, token: string | undefined, peer: SpiffePeer, self: string, now = Date.now()): string {
+  if (!token) throw permissionDenied(`no ${TOKEN_HEADER} from ${peer.spiffeId}: every hop must send a path token`);
+  let claims: TokenClaims;
+  try {
+    claims = verifyToken(token, peer.leaf.publicKey);
+  } catch (e) {
+    throw permissionDenied(`path token from ${peer.spiffeId} refused: ${(e as TokenError).message}`);
+  }
+  if (claims.sub !== peer.spiffeId) throw permissionDenied(`path token subject ${claims.sub} is not the caller ${peer.spiffeId}`);
+  if (!claims.aud.includes(self)) throw permissionDenied(`path token from ${peer.spiffeId} is for ${claims.aud.join(', ')}, not for ${self}`);
+  const prev = path.path_segments[ownIndex - 1];
+  if (!prev) throw permissionDenied('the path has no segment for the caller');
+  prev.token = token;
+  prev.expires = { seconds: claims.exp, nanos: 0 };
+  let prevClaims: TokenClaims | undefined;
+  let origin = '';
+  for (let i = 0; i < ownIndex; i++) {
+    const seg = path.path_segments[i]!;
+    let c: TokenClaims;
+    try {
+      c = decodeToken(seg.token);
+    } catch (e) {
+      throw permissionDenied(`path segment ${i} (${seg.name}) has no valid token: ${(e as Error).message}`);
+    }
+    if (c.exp * 1000 <= now) throw permissionDenied(`path token of segment ${i} (${c.sub}) expired at ${new Date(c.exp * 1000).toISOString()}`);
+    if (prevClaims && !prevClaims.aud.includes(c.sub)) {
+      throw permissionDenied(`path is not chained: segment ${i - 1} was issued for ${prevClaims.aud.join(', ')}, but segment ${i} is ${c.sub}`);
+    }
+    if (i === 0) origin = c.sub;
+    prevClaims = c;
+  }
+  return origin;
+}

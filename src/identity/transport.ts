@@ -1,0 +1,78 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../util/log.js';
+import { channelCredentials, peerOf, serverCredentials, type SpiffePeer } from './tls.js';
+import type { Svid, X509Source } from './source.js';
+import { connectX509Source, DEFAULT_WORKLOAD_API_SOCKET, type WorkloadX509Source } from './workload-client.js';
+
+/**
+ * How a component talks gRPC: with its X.509-SVID over mutual TLS (the default), or — only when asked for
+ * explicitly — in plaintext with no identity at all, a development mode that logs loudly.
+ */
+export interface Transport {
+  readonly secure: boolean;
+  serverCredentials(): grpc.ServerCredentials;
+  /** `onServer` learns the server's SPIFFE ID at every handshake (path tokens are addressed to it). */
+  channelCredentials(onServer?: (spiffeId: string) => void): grpc.ChannelCredentials;
+  /** This component's current SVID; undefined in insecure mode. */
+  svid(): Svid | undefined;
+  /** The verified peer of a server call; undefined in insecure mode. */
+  peer(call: Parameters<typeof peerOf>[0]): SpiffePeer | undefined;
+  close(): void;
+}
+
+export function insecureTransport(log: Logger, component: string): Transport {
+  log.warn(
+    { component },
+    'IDENTITY DISABLED (NSM_INSECURE=true): no mutual TLS, no path tokens, no authorization. Development only: never run this way in production.',
+  );
+  return {
+    secure: false,
+    serverCredentials: () => grpc.ServerCredentials.createInsecure(),
+    channelCredentials: () => grpc.credentials.createInsecure(),
+    svid: () => undefined,
+    peer: () => undefined,
+    close: () => {},
+  };
+}
+
+export function sourceTransport(source: X509Source & { close?: () => void }): Transport {
+  return {
+    secure: true,
+    serverCredentials: () => serverCredentials(source),
+    channelCredentials: (onServer) =>
+      channelCredentials(source, {
+        expectServer: (id) => {
+          onServer?.(id);
+          return true;
+        },
+      }),
+    svid: () => source.svid(),
+    peer: (call) => peerOf(call),
+    close: () => source.close?.(),
+  };
+}
+
+export interface TransportOptions {
+  insecure: boolean;
+  /** SPIFFE_ENDPOINT_SOCKET. */
+  workloadApi?: string;
+  timeoutMs?: number;
+  component: string;
+  log: Logger;
+}
+
+/** Fetches this component's SVID from the Workload API (SPIRE's agent, or the embedded issuer). */
+export async function openTransport(o: TransportOptions): Promise<Transport> {
+  if (o.insecure) return insecureTransport(o.log, o.component);
+  const url = o.workloadApi || DEFAULT_WORKLOAD_API_SOCKET;
+  let source: WorkloadX509Source;
+  try {
+    source = await connectX509Source(url, { timeoutMs: o.timeoutMs ?? 10_000, log: o.log });
+  } catch (e) {
+    throw new Error(
+      `no X.509-SVID from the SPIFFE Workload API at ${url}: ${(e as Error).message}. Point SPIFFE_ENDPOINT_SOCKET at a SPIRE agent or nsm-issuer socket, or set NSM_INSECURE=true for development`,
+    );
+  }
+  o.log.info({ spiffeId: source.svid().spiffeId, workloadApi: url }, 'identity from the Workload API');
+  return sourceTransport(source);
+}

@@ -1,0 +1,50 @@
+/**
+ * Identities for integration tests: one embedded SPIFFE issuer per test file, a Workload API socket per
+ * process the test starts (attestation by socket), and in-process transports for the test's own gRPC calls.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll } from 'vitest';
+import { EmbeddedIssuer } from '../../src/identity/issuer.js';
+import { podId } from '../../src/identity/spiffe-id.js';
+import { sourceTransport, type Transport } from '../../src/identity/transport.js';
+import { tag } from './netns.js';
+
+export const TRUST_DOMAIN = 'nsmesh.local';
+export const ids = {
+  nsmd: (name: string) => `spiffe://${TRUST_DOMAIN}/nsmesh/nsmd/${name}`,
+  pod: (name: string) => podId(TRUST_DOMAIN, 'default', name),
+  admin: `spiffe://${TRUST_DOMAIN}/nsmesh/admin/nsmctl`,
+};
+
+let issuer: Promise<EmbeddedIssuer> | undefined;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), `nsmid-${tag}-`));
+const sockets = new Map<string, string>();
+
+export function testIssuer(): Promise<EmbeddedIssuer> {
+  issuer ??= EmbeddedIssuer.start({ trustDomain: TRUST_DOMAIN, stateDir: path.join(dir, 'ca') });
+  return issuer;
+}
+
+/** SPIFFE_ENDPOINT_SOCKET for a process that should run as `spiffeId` (one socket per identity). */
+export async function workloadSocket(spiffeId: string): Promise<string> {
+  let url = sockets.get(spiffeId);
+  if (!url) {
+    const file = path.join(dir, `${createHash('sha256').update(spiffeId).digest('hex').slice(0, 12)}.sock`);
+    url = await (await testIssuer()).addWorkload(spiffeId, file);
+    sockets.set(spiffeId, url);
+  }
+  return url;
+}
+
+/** mTLS for the test process itself, as `spiffeId`. */
+export async function testTransport(spiffeId: string): Promise<Transport> {
+  return sourceTransport((await testIssuer()).x509Source(spiffeId));
+}
+
+afterAll(async () => {
+  if (issuer) await (await issuer).close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});

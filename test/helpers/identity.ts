@@ -7,7 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
-import { EmbeddedIssuer } from '../../src/identity/issuer.js';
+import { EmbeddedIssuer, type EmbeddedIssuerOptions } from '../../src/identity/issuer.js';
+import { loadOrCreateCa } from '../../src/identity/ca-store.js';
+import type { Ca } from '../../src/identity/x509.js';
+import { pino } from 'pino';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { sourceTransport, type Transport } from '../../src/identity/transport.js';
 import { tag } from './netns.js';
@@ -23,9 +26,23 @@ let issuer: Promise<EmbeddedIssuer> | undefined;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), `nsmid-${tag}-`));
 const sockets = new Map<string, string>();
 
+let issuerOptions: EmbeddedIssuerOptions = {};
+
+/** Options for this file's issuer (e.g. a fast rotation); call before anything asks for an identity. */
+export function configureIssuer(o: EmbeddedIssuerOptions): void {
+  if (issuer) throw new Error('configureIssuer must run before the issuer starts');
+  issuerOptions = o;
+}
+
 export function testIssuer(): Promise<EmbeddedIssuer> {
-  issuer ??= EmbeddedIssuer.start({ trustDomain: TRUST_DOMAIN, stateDir: path.join(dir, 'ca') });
+  issuer ??= EmbeddedIssuer.start({ ...issuerOptions, trustDomain: TRUST_DOMAIN, stateDir: path.join(dir, 'ca') });
   return issuer;
+}
+
+/** The issuer's CA, read back from its state directory, to forge near-valid certificates in refusal tests. */
+export async function testCa(): Promise<Ca> {
+  await testIssuer();
+  return loadOrCreateCa({ stateDir: path.join(dir, 'ca'), trustDomain: TRUST_DOMAIN, minRemainingMs: 0, log: pino({ level: 'silent' }) }).ca;
 }
 
 /** SPIFFE_ENDPOINT_SOCKET for a process that should run as `spiffeId` (one socket per identity). */

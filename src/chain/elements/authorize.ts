@@ -1,5 +1,6 @@
 import type { Policy } from '../../identity/policy.js';
-import { checkIncomingPath } from '../../identity/path-tokens.js';
+import { checkIncomingPath, issueToken } from '../../identity/path-tokens.js';
+import { toTimestamp } from './expire.js';
 import type { Transport } from '../../identity/transport.js';
 import { permissionDenied } from '../../util/errors.js';
 import type { BaseCloseState, BaseRequestState, Element } from '../types.js';
@@ -43,6 +44,12 @@ export function authorize<R extends BaseRequestState, C extends BaseCloseState>(
         throw permissionDenied(`${origin} may not request network service "${conn.network_service}": ${d.reason}`);
       }
       st.owner = existingOwner ?? who;
+      // Upstream's server signs its own segment for the caller; a hop that forwards re-signs it for the next hop.
+      const own = conn.path!.path_segments[conn.path!.index]!;
+      const prev = conn.path!.path_segments[conn.path!.index - 1]!;
+      const t = issueToken(o.transport.svid()!, who, Infinity, prev.expires!.seconds * 1000);
+      own.token = t.token;
+      own.expires = toTimestamp(t.expires);
       return next.request(st);
     },
     async close(st, next) {

@@ -7,8 +7,10 @@
  * Everything it creates carries the run's `nsmb-<hex>-` tag and is removed at the end, on failure and on
  * Ctrl-C too.
  *
- * nsmd and the endpoint run with NSM_INSECURE=true (plain gRPC, no mutual TLS, no path tokens): this
- * client has no SVID to present, so the figures are those of the Request path without identity.
+ * The mesh runs as in production, with identity: X.509-SVIDs from an embedded SPIFFE issuer started by
+ * this process, mutual TLS on every hop, and path tokens (this client signs its segment, as nsc does, and
+ * that is timed too). A second mesh without identity (NSM_INSECURE) runs beside it, and the sequential
+ * phase alternates Requests between the two so that the cost of identity is measured under the same noise.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,6 +19,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiClient } from '../src/api/grpc.js';
+import { EmbeddedIssuer } from '../src/identity/issuer.js';
+import { signOwnSegment } from '../src/identity/outgoing.js';
+import { podId } from '../src/identity/spiffe-id.js';
+import { sourceTransport, type Transport } from '../src/identity/transport.js';
 import type { Connection, DeepPartial, NetworkServiceRequest } from '../src/api/types.js';
 import { inodeUrlOf } from '../src/dataplane/netns.js';
 import { Child } from './lib/child.js';
@@ -258,6 +264,7 @@ async function ptpBaseline(nss: BenchNamespaces, tmp: string, m: Metrics): Promi
 
 interface Mesh {
   client: ApiClient<'networkservice.NetworkService'>;
+  transport: Transport | undefined;
   nsmd: Child;
   log: NsmdLog;
   cli: Netns;
@@ -265,12 +272,30 @@ interface Mesh {
   service: string;
 }
 
-async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
-  const cli = await nss.create('cli');
-  const nse = await nss.create('nse');
+const TRUST_DOMAIN = 'nsmesh.local';
+let issuer: Promise<EmbeddedIssuer> | undefined;
+
+/** Environment giving a child its own Workload API socket, or none at all for the insecure mesh. */
+async function identityEnv(tmp: string, spiffeId: string | undefined): Promise<Record<string, string>> {
+  if (!spiffeId) return { NSM_INSECURE: 'true' };
+  if (!issuer) {
+    issuer = EmbeddedIssuer.start({ trustDomain: TRUST_DOMAIN, stateDir: path.join(tmp, 'issuer') });
+    const started = issuer;
+    cleanups.push(async () => (await started).close());
+  }
+  const iss = await issuer;
+  return { SPIFFE_ENDPOINT_SOCKET: await iss.addWorkload(spiffeId, path.join(tmp, `${spiffeId.split('/').pop()}.sock`)) };
+}
+
+async function startMesh(nss: BenchNamespaces, baseTmp: string, secure: boolean): Promise<Mesh> {
+  const suffix = secure ? '' : 'i';
+  const tmp = path.join(baseTmp, secure ? 'secure' : 'insecure');
+  fs.mkdirSync(tmp, { recursive: true });
+  const cli = await nss.create(`cli${suffix}`);
+  const nse = await nss.create(`nse${suffix}`);
   const url = `unix://${tmp}/nsm.io.sock`;
-  note('nsmd and the endpoint run with NSM_INSECURE=true: the Request path is measured without mTLS and path tokens');
-  const service = `${nss.prefix}svc`;
+  const id = (name: string) => (secure ? podId(TRUST_DOMAIN, 'bench', name) : undefined);
+  const service = `${nss.prefix}svc${suffix}`;
   const log = new NsmdLog();
 
   const nsmd = new Child(
@@ -284,7 +309,7 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
       NSM_STATE_DIR: path.join(tmp, 'state'),
       NSM_LOG_LEVEL: 'INFO',
       NSM_STATS_INTERVAL: `${STATS_INTERVAL_MS}ms`,
-      NSM_INSECURE: 'true',
+      ...(await identityEnv(baseTmp, secure ? `spiffe://${TRUST_DOMAIN}/nsmesh/nsmd/bench${suffix}` : undefined)),
     },
     log.onLine,
   );
@@ -294,7 +319,9 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
     if (!who.running) throw new FatalError(`${who.name} exited:\n${who.tail()}`);
   };
 
-  const probe = new ApiClient('networkservice.NetworkService', url);
+  const transport = secure ? sourceTransport((await issuer!).x509Source(podId(TRUST_DOMAIN, 'bench', 'client'))) : undefined;
+  const admin = secure ? sourceTransport((await issuer!).x509Source(`spiffe://${TRUST_DOMAIN}/nsmesh/admin/bench`)) : undefined;
+  const probe = new ApiClient('networkservice.NetworkService', url, admin);
   try {
     await waitFor('nsmd to serve its socket', async () => {
       alive(nsmd);
@@ -305,18 +332,18 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
     probe.close();
   }
 
-  const nseName = `${nss.prefix}icmp`;
+  const nseName = `${nss.prefix}icmp${suffix}`;
   const endpoint = new Child('icmp-responder', 'ip', ['netns', 'exec', nse.name, process.execPath, BIN.icmpResponder], {
     NSM_NAME: nseName,
     NSM_CONNECT_TO: url,
     NSM_SERVICE_NAMES: service,
     NSM_CIDR_PREFIX: NSM_CIDR,
     NSM_LOG_LEVEL: 'WARN',
-    NSM_INSECURE: 'true',
+    ...(await identityEnv(baseTmp, id(nseName))),
   });
   nss.adopt(endpoint.proc.pid);
   cleanups.push(() => endpoint.stop());
-  const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', url);
+  const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', url, admin);
   try {
     await waitFor('the icmp responder to register', async () => {
       alive(endpoint);
@@ -327,9 +354,9 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
     reg.close();
   }
 
-  const client = new ApiClient('networkservice.NetworkService', url);
+  const client = new ApiClient('networkservice.NetworkService', url, transport);
   cleanups.push(async () => client.close());
-  return { client, nsmd, log, cli, nse, service };
+  return { client, transport, nsmd, log, cli, nse, service };
 }
 
 function kernelRequest(mesh: Mesh, id: string, ifname: string): DeepPartial<NetworkServiceRequest> {
@@ -354,7 +381,9 @@ interface Timed {
 async function timedRequest(mesh: Mesh, id: string, ifname: string, timeoutMs: number): Promise<Timed> {
   const t0 = performance.now();
   try {
-    const conn = await mesh.client.unary('Request', kernelRequest(mesh, id, ifname), { timeoutMs });
+    const req = kernelRequest(mesh, id, ifname);
+    const metadata = mesh.transport ? await signOwnSegment(mesh.transport, mesh.client, req.connection!, 600_000, timeoutMs) : undefined;
+    const conn = await mesh.client.unary('Request', req, { timeoutMs, ...(metadata ? { metadata } : {}) });
     return { ms: performance.now() - t0, conn };
   } catch (e) {
     return { ms: performance.now() - t0, error: errorText(e) };
@@ -389,7 +418,8 @@ async function closeAll(mesh: Mesh, conns: Connection[], phase: string): Promise
 
 async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise<string[]> {
   const failures: string[] = [];
-  const mesh = await startMesh(nss, tmp);
+  const mesh = await startMesh(nss, tmp, true);
+  const plain = await startMesh(nss, tmp, false);
   const tag = nss.tag;
   const stats = (what: string, pred: (s: StatsLine) => boolean, timeoutMs: number) =>
     Promise.race([
@@ -401,17 +431,29 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
 
   // The first Requests pay for channel setup, the endpoint's connection and the netns sockets; those are
   // one-off costs, not per-connection ones.
-  const warm: Timed[] = [];
-  for (const r of names(tag, 'w', WARMUP)) warm.push(await timedRequest(mesh, r.id, r.ifname, 10_000));
-  failures.push(...(await closeAll(mesh, requireAllOk('warm-up', warm, mesh), 'warm-up')));
+  for (const each of [mesh, plain]) {
+    const warm: Timed[] = [];
+    for (const r of names(tag, 'w', WARMUP)) warm.push(await timedRequest(each, r.id, r.ifname, 10_000));
+    failures.push(...(await closeAll(each, requireAllOk('warm-up', warm, each), 'warm-up')));
+  }
 
-  note(`nsmesh: ${SEQ_N} sequential Requests`);
+  note(`nsmesh: ${SEQ_N} sequential Requests with identity, alternating with ${SEQ_N} without`);
   const seq: Timed[] = [];
-  for (const r of names(tag, 's', SEQ_N)) seq.push(await timedRequest(mesh, r.id, r.ifname, 10_000));
+  const seqPlain: Timed[] = [];
+  for (const r of names(tag, 's', SEQ_N)) {
+    seq.push(await timedRequest(mesh, r.id, r.ifname, 10_000));
+    seqPlain.push(await timedRequest(plain, r.id, r.ifname, 10_000));
+  }
   const seqConns = requireAllOk('sequential', seq, mesh);
+  const plainConns = requireAllOk('sequential without identity', seqPlain, plain);
   m.set('seq_p50_ms', percentile(seq.map((r) => r.ms), 50), 'ms');
   m.set('seq_p99_ms', percentile(seq.map((r) => r.ms), 99), 'ms');
+  m.set('seq_insecure_p50_ms', percentile(seqPlain.map((r) => r.ms), 50), 'ms');
+  m.set('seq_insecure_p99_ms', percentile(seqPlain.map((r) => r.ms), 99), 'ms');
+  m.set('identity_cost_p50_ms', m.get('seq_p50_ms')! - m.get('seq_insecure_p50_ms')!, 'ms');
   failures.push(...(await closeAll(mesh, seqConns, 'sequential')));
+  failures.push(...(await closeAll(plain, plainConns, 'sequential without identity')));
+  await plain.nsmd.stop();
 
   note(`nsmesh: ${INFLIGHT_N} Requests, ${INFLIGHT_C} in flight`);
   const inflight = await mapLimit(names(tag, 'f', INFLIGHT_N), INFLIGHT_C, (r) => timedRequest(mesh, r.id, r.ifname, 30_000));

@@ -77,6 +77,7 @@ export async function startEndpoint(o: EndpointOptions): Promise<RunningEndpoint
         transport,
         ownerOfExisting: (st) => st.existing?.owner,
         ownerOfClosing: (st) => st.record.owner,
+      signOwnSegment: true,
       }),
       expiry.element<EndpointRequestState, EndpointCloseState>((st) => st.record.id),
       kernelServer(),

@@ -14,12 +14,45 @@ export interface IssuedToken {
   expires: number;
 }
 
+/**
+ * Tokens bind only subject, audience and expiry — not the connection — so a hop reuses the one it signed
+ * for an audience while it still fits, instead of paying an ECDSA signature per Request. A token fits when
+ * it expires no later than this Request allows and at most a little (a tenth of the lifetime, ≤ 60 s)
+ * earlier. A new SVID (rotation) means a new key, hence a new cache key.
+ */
+const issued = new Map<string, IssuedToken>();
+const MAX_CACHED = 1024;
+
 /** A token for the next hop: expiry ≤ the lifetime, ≤ our SVID's NotAfter, ≤ an upstream cap (the caller's expiry). */
 export function issueToken(svid: Svid, audience: string, maxLifetimeMs: number, capMs = Infinity): IssuedToken {
   const now = Date.now();
-  const expires = Math.min(now + maxLifetimeMs, svid.notAfter, capMs);
+  const wanted = Math.floor(Math.min(now + maxLifetimeMs, svid.notAfter, capMs) / 1000) * 1000;
+  const key = `${svid.serial}|${audience}`;
+  const slack = Math.min(60_000, Math.max(1000, (wanted - now) / 10));
+  const cached = issued.get(key);
+  if (cached && cached.expires <= wanted && cached.expires >= wanted - slack) return cached;
+  const t = sign(svid, audience, now, wanted);
+  if (issued.size >= MAX_CACHED) issued.delete(issued.keys().next().value!);
+  issued.set(key, t);
+  return t;
+}
+
+function sign(svid: Svid, audience: string, now: number, expires: number): IssuedToken {
   const token = signToken(svid.privateKey, { sub: svid.spiffeId, aud: [audience], exp: Math.floor(expires / 1000), iat: Math.floor(now / 1000) });
-  return { token, expires: Math.floor(expires / 1000) * 1000 };
+  return { token, expires };
+}
+
+/** Tokens already verified against a peer's certificate: a repeat costs a map lookup, not an ECDSA verify. */
+const verified = new Map<string, TokenClaims>();
+
+function verifyCached(token: string, peer: SpiffePeer): TokenClaims {
+  const key = `${peer.leaf.fingerprint256}|${token}`;
+  const hit = verified.get(key);
+  if (hit) return hit;
+  const claims = verifyToken(token, peer.leaf.publicKey);
+  if (verified.size >= MAX_CACHED) verified.delete(verified.keys().next().value!);
+  verified.set(key, claims);
+  return claims;
 }
 
 export function setTokenMetadata(md: Metadata, t: IssuedToken): Metadata {
@@ -43,7 +76,7 @@ export function checkIncomingPath(path: Path, ownIndex: number, token: string | 
   if (!token) throw permissionDenied(`no ${TOKEN_HEADER} from ${peer.spiffeId}: every hop must send a path token`);
   let claims: TokenClaims;
   try {
-    claims = verifyToken(token, peer.leaf.publicKey);
+    claims = verifyCached(token, peer);
   } catch (e) {
     throw permissionDenied(`path token from ${peer.spiffeId} refused: ${(e as TokenError).message}`);
   }

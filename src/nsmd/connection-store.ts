@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Connection, ConnectionEventType, State } from '../api/types.js';
 import type { Logger } from '../util/log.js';
-import { CoalescedWriter } from '../util/coalesced-writer.js';
-import { readStateFile, writeStateFile } from '../util/state-file.js';
+import { ConnectionFiles } from './connection-files.js';
 
 export interface PlumbedEnd {
   inodeUrl: string;
@@ -27,9 +26,6 @@ export interface ConnectionRecord {
   owner?: string;
 }
 
-/** A burst of Requests costs one write of the state file. */
-const PERSIST_DELAY_MS = 50;
-
 export interface StoreEvent {
   type: Exclude<ConnectionEventType, 'INITIAL_STATE_TRANSFER'>;
   connection: Connection;
@@ -41,30 +37,17 @@ export class ConnectionStore {
   private readonly byId = new Map<string, ConnectionRecord>();
   private readonly byClientId = new Map<string, string>();
   private readonly events = new EventEmitter();
-  private readonly writer: CoalescedWriter | undefined;
+  private readonly files: ConnectionFiles<ConnectionRecord> | undefined;
 
-  constructor(
-    private readonly stateFile: string | undefined,
-    private readonly log: Logger,
-  ) {
-    this.writer = stateFile
-      ? new CoalescedWriter(
-          () => writeStateFile(stateFile, this.all()),
-          PERSIST_DELAY_MS,
-          (err) => log.error({ err: (err as Error).message, file: stateFile }, 'could not write connection state'),
-        )
-      : undefined;
+  /** `stateDir`: where each connection is persisted, so that a restarted nsmd can adopt or clean it up. */
+  constructor(stateDir: string | undefined, log: Logger) {
+    this.files = stateDir ? new ConnectionFiles(stateDir, log) : undefined;
     this.events.setMaxListeners(0);
   }
 
   /** Records persisted by a previous run, for the daemon to adopt or clean up. */
   async loadPersisted(): Promise<ConnectionRecord[]> {
-    if (!this.stateFile) return [];
-    const decode = (json: unknown) => {
-      if (!Array.isArray(json)) throw new Error('expected a list of connections');
-      return json as ConnectionRecord[];
-    };
-    return (await readStateFile(this.stateFile, decode, this.log, 'connection')) ?? [];
+    return this.files?.loadAll() ?? [];
   }
 
   get(id: string): ConnectionRecord | undefined {
@@ -96,7 +79,7 @@ export class ConnectionStore {
   put(rec: ConnectionRecord): void {
     this.byId.set(rec.id, rec);
     this.byClientId.set(rec.clientId, rec.id);
-    this.persist();
+    this.files?.save(rec.id, rec);
     this.emit({ type: 'UPDATE', connection: rec.connection, record: rec });
   }
 
@@ -112,7 +95,7 @@ export class ConnectionStore {
     if (!rec) return;
     this.byId.delete(id);
     if (this.byClientId.get(rec.clientId) === id) this.byClientId.delete(rec.clientId);
-    this.persist();
+    this.files?.remove(id);
     this.emit({ type: 'DELETE', connection: { ...rec.connection, state: 'DOWN' }, record: rec });
   }
 
@@ -122,14 +105,11 @@ export class ConnectionStore {
   }
 
   flush(): Promise<void> {
-    return this.writer?.flush() ?? Promise.resolve();
+    return this.files?.flush() ?? Promise.resolve();
   }
 
   private emit(e: StoreEvent): void {
     this.events.emit('event', e);
   }
 
-  private persist(): void {
-    this.writer?.schedule();
-  }
 }

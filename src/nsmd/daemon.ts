@@ -70,7 +70,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   const transport = await openTransport({ insecure: cfg.insecure, workloadApi: cfg.workloadApi, component: 'nsmd', log });
   const registry = await openRegistry(cfg, log);
   const dataplane = await createNetlinkDataplane({ logger: log.child({ component: 'dataplane' }) });
-  const store = new ConnectionStore(path.join(cfg.stateDir, 'connections.json'), log);
+  const store = new ConnectionStore(path.join(cfg.stateDir, 'connections'), log);
   const clients = new EndpointClients(transport);
   const mutex = new KeyedMutex();
 
@@ -97,6 +97,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
       isAdmin,
       ownerOfExisting: (st) => st.existing?.owner,
       ownerOfClosing: (st) => st.record.owner,
+      signOwnSegment: false,
     }),
     expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
     track(store),

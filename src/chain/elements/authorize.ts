@@ -4,6 +4,15 @@ import { toTimestamp } from './expire.js';
 import type { Transport } from '../../identity/transport.js';
 import { permissionDenied } from '../../util/errors.js';
 import type { BaseCloseState, BaseRequestState, Element } from '../types.js';
+import type { Path } from '../../api/types.js';
+
+function signForCaller(transport: Transport, path: Path, caller: string): void {
+  const own = path.path_segments[path.index]!;
+  const prev = path.path_segments[path.index - 1]!;
+  const t = issueToken(transport.svid()!, caller, Infinity, prev.expires!.seconds * 1000);
+  own.token = t.token;
+  own.expires = toTimestamp(t.expires);
+}
 
 export interface AuthorizeOptions<R, C> {
   transport: Transport;
@@ -14,6 +23,8 @@ export interface AuthorizeOptions<R, C> {
   ownerOfExisting: (st: R) => string | undefined;
   /** The owner of the connection being closed. */
   ownerOfClosing: (st: C) => string | undefined;
+  /** The last hop signs its own segment for the caller, as upstream's server does; a hop that forwards signs it for the next hop instead. */
+  signOwnSegment: boolean;
 }
 
 /**
@@ -44,12 +55,7 @@ export function authorize<R extends BaseRequestState, C extends BaseCloseState>(
         throw permissionDenied(`${origin} may not request network service "${conn.network_service}": ${d.reason}`);
       }
       st.owner = existingOwner ?? who;
-      // Upstream's server signs its own segment for the caller; a hop that forwards re-signs it for the next hop.
-      const own = conn.path!.path_segments[conn.path!.index]!;
-      const prev = conn.path!.path_segments[conn.path!.index - 1]!;
-      const t = issueToken(o.transport.svid()!, who, Infinity, prev.expires!.seconds * 1000);
-      own.token = t.token;
-      own.expires = toTimestamp(t.expires);
+      if (o.signOwnSegment) signForCaller(o.transport, conn.path!, who);
       return next.request(st);
     },
     async close(st, next) {

@@ -113,6 +113,11 @@ export class ApiClient<S extends ServiceName> {
     );
   }
 
+  /** The underlying channel, to watch its connectivity (a reconnect shows as a state change). */
+  channel() {
+    return this.client.getChannel();
+  }
+
   close(): void {
     this.client.close();
   }

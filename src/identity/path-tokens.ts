@@ -3,7 +3,9 @@ import type { Path } from '../api/types.js';
 import { permissionDenied } from '../util/errors.js';
 import type { SpiffePeer } from './tls.js';
 import type { Svid } from './source.js';
-import { decodeToken, signToken, TokenError, verifyToken, type TokenClaims } from './token.js';
+import { X509Certificate } from 'node:crypto';
+import { decodeToken, signerCertOf, signToken, TokenError, verifyToken, type TokenClaims } from './token.js';
+import { verifySvid, type Bundles } from './x509.js';
 
 export const TOKEN_HEADER = 'nsm-client-token';
 export const TOKEN_EXPIRES_HEADER = 'nsm-client-token-expires';
@@ -38,18 +40,38 @@ export function issueToken(svid: Svid, audience: string, maxLifetimeMs: number, 
 }
 
 function sign(svid: Svid, audience: string, now: number, expires: number): IssuedToken {
-  const token = signToken(svid.privateKey, { sub: svid.spiffeId, aud: [audience], exp: Math.floor(expires / 1000), iat: Math.floor(now / 1000) });
+  const token = signToken(svid.privateKey, { sub: svid.spiffeId, aud: [audience], exp: Math.floor(expires / 1000), iat: Math.floor(now / 1000) }, Buffer.from(svid.leaf.raw));
   return { token, expires };
 }
 
 /** Tokens already verified against a peer's certificate: a repeat costs a map lookup, not an ECDSA verify. */
 const verified = new Map<string, TokenClaims>();
 
-function verifyCached(token: string, peer: SpiffePeer): TokenClaims {
+/**
+ * Upstream requires the previous segment to be signed by the TLS peer's certificate. After an SVID rotation
+ * a live connection still shows the peer's previous certificate while its tokens are signed with the new
+ * key, so a token that names its signer (x5c) is also accepted when that certificate is a valid SVID of the
+ * very same SPIFFE ID as the peer: same identity, proven by our trust bundle, without a reconnect.
+ */
+function verifyCached(token: string, peer: SpiffePeer, bundles: Bundles): TokenClaims {
   const key = `${peer.leaf.fingerprint256}|${token}`;
   const hit = verified.get(key);
   if (hit) return hit;
-  const claims = verifyToken(token, peer.leaf.publicKey);
+  const signer = signerCertOf(token);
+  let claims: TokenClaims;
+  if (!signer || signer.equals(peer.leaf.raw)) {
+    claims = verifyToken(token, peer.leaf.publicKey);
+  } else {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(signer);
+      const v = verifySvid([cert], bundles);
+      if (v.spiffeId !== peer.spiffeId) throw new TokenError(`token is signed by ${v.spiffeId}, not by the caller ${peer.spiffeId}`);
+    } catch (e) {
+      throw new TokenError(`token signer certificate refused: ${(e as Error).message}`);
+    }
+    claims = verifyToken(token, cert.publicKey);
+  }
   if (verified.size >= MAX_CACHED) verified.delete(verified.keys().next().value!);
   verified.set(key, claims);
   return claims;
@@ -72,11 +94,19 @@ export function tokenFromMetadata(md: Metadata): string | undefined {
  * is written into the caller's segment; then every token on the path up to here decodes, is unexpired, and
  * the chain is linked (each token's audience names the next token's subject). Returns the path's origin.
  */
-export function checkIncomingPath(path: Path, ownIndex: number, token: string | undefined, peer: SpiffePeer, self: string, now = Date.now()): string {
+export function checkIncomingPath(
+  path: Path,
+  ownIndex: number,
+  token: string | undefined,
+  peer: SpiffePeer,
+  self: string,
+  bundles: Bundles,
+  now = Date.now(),
+): string {
   if (!token) throw permissionDenied(`no ${TOKEN_HEADER} from ${peer.spiffeId}: every hop must send a path token`);
   let claims: TokenClaims;
   try {
-    claims = verifyCached(token, peer);
+    claims = verifyCached(token, peer, bundles);
   } catch (e) {
     throw permissionDenied(`path token from ${peer.spiffeId} refused: ${(e as TokenError).message}`);
   }

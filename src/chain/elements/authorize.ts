@@ -43,7 +43,7 @@ export function authorize<R extends BaseRequestState, C extends BaseCloseState>(
       if (!caller) throw permissionDenied('the caller presented no verified X.509-SVID');
       const conn = st.request.connection;
       const self = o.transport.svid()!.spiffeId;
-      const origin = checkIncomingPath(conn.path!, conn.path!.index, caller.token, caller.peer, self);
+      const origin = checkIncomingPath(conn.path!, conn.path!.index, caller.token, caller.peer, self, o.transport.bundles());
       const who = caller.peer.spiffeId;
       const existingOwner = o.ownerOfExisting(st);
       if (existingOwner && existingOwner !== who && !o.isAdmin?.(who)) {

@@ -6,7 +6,7 @@
 import type { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { isInodeUrl, netnsPath } from '../netns.js';
-import type { Dataplane, NetnsSnapshot, VethSpec } from '../types.js';
+import type { Dataplane, NetnsSnapshot, VethSpec, VxlanEnd } from '../types.js';
 import { DataplaneError, fromWire, type Call, type ExitNow, type Results, type WorkerConfig, type WorkerMessage, type WorkerStats } from './protocol.js';
 import { spawnWorker } from './spawn.js';
 
@@ -186,6 +186,30 @@ class Impl implements NetlinkDataplane {
       throw err;
     }
     await this.run({ op: 'deleteVeth', netns, ifname: end.ifname });
+  }
+
+  async createVxlan(spec: VxlanEnd): Promise<void> {
+    const s =
+      isInodeUrl(spec.underlayNetns ?? '') || isInodeUrl(spec.end?.netns ?? '')
+        ? { ...spec, underlayNetns: await netnsPath(spec.underlayNetns), end: { ...spec.end, netns: await netnsPath(spec.end.netns) } }
+        : spec;
+    await this.run({ op: 'createVxlan', spec: s });
+    this.log.debug({ connId: spec.connId, ifname: spec.end.ifname, vni: spec.vni, remote: spec.remoteIp }, 'vxlan created');
+  }
+
+  async deleteVxlan(end: { netns: string; ifname: string }): Promise<void> {
+    let netns: string;
+    try {
+      netns = await netnsPath(end.netns);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENETNSNOTFOUND') return; // namespace gone: so is the device
+      throw err;
+    }
+    await this.run({ op: 'deleteVxlan', netns, ifname: end.ifname });
+  }
+
+  async underlayMtu(netns: string, ip: string): Promise<number> {
+    return this.run({ op: 'underlayMtu', netns: await netnsPath(netns), ip });
   }
 
   async linkExists(netns: string, ifname: string): Promise<boolean> {

@@ -10,24 +10,24 @@ import { DeleteBatcher } from './batch-delete.js';
 import { DataplaneError, codeOf, messageOf, type OwnedLink } from './protocol.js';
 import type { NetnsHandle, PoolLog, SocketPool } from './sockets.js';
 
-const NLM_F_ECHO = 8;
+export const NLM_F_ECHO = 8;
 const RTNH_F_ONLINK = 4;
 const RT_TABLE_MAIN = 254;
 const IFNAMSIZ = 16;
-const IFALIASZ = 256;
+export const IFALIASZ = 256;
 
-function attrs(sd: StreamData): Buffer {
+export function attrs(sd: StreamData): Buffer {
   const s = new AttrStream();
   s.emit(sd);
   return Buffer.concat(s.bufs);
 }
 
-function invalid(msg: string): DataplaneError {
+export function invalid(msg: string): DataplaneError {
   return new DataplaneError(msg, 'EINVAL');
 }
 
 /** Wraps a kernel rejection with what we were doing, keeping the errno name as `code`. */
-function wrap(what: string, err: unknown): DataplaneError {
+export function wrap(what: string, err: unknown): DataplaneError {
   if (err instanceof DataplaneError) return new DataplaneError(`${what}: ${err.message}`, err.code, err.errno);
   const code = codeOf(err);
   const detail = code !== 'EUNKNOWN' ? code : messageOf(err);
@@ -38,13 +38,13 @@ function u32(b: Buffer | undefined): number | undefined {
   return b && b.length >= 4 ? b.readUInt32LE(0) : undefined;
 }
 
-interface PreparedEnd {
+export interface PreparedEnd {
   end: LinkEnd;
   addrs: ParsedCidr[];
   routes: Array<{ dst: ParsedCidr; via: Buffer | undefined; raw: string }>;
 }
 
-function validateIfname(name: unknown, where: string): string {
+export function validateIfname(name: unknown, where: string): string {
   if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) >= IFNAMSIZ) {
     throw invalid(`${where}: interface name ${JSON.stringify(name)} must be 1..${IFNAMSIZ - 1} bytes`);
   }
@@ -54,7 +54,7 @@ function validateIfname(name: unknown, where: string): string {
   return name;
 }
 
-function prepareEnd(end: LinkEnd, where: string): PreparedEnd {
+export function prepareEnd(end: LinkEnd, where: string): PreparedEnd {
   if (!end || typeof end.netns !== 'string' || end.netns === '') throw invalid(`${where}: netns path missing`);
   validateIfname(end.ifname, where);
   const addrs = (end.addrs ?? []).map((a) => {
@@ -91,7 +91,8 @@ function vethLinkinfo(peerName: string, peerNsFd: number, mtu: number): Buffer {
 }
 
 export class Ops {
-  private readonly deleter = new DeleteBatcher();
+  /** Shared with the VXLAN operations so their deletes join the same per-namespace batches. */
+  readonly deleter = new DeleteBatcher();
 
   constructor(
     private readonly pool: SocketPool,
@@ -170,7 +171,7 @@ export class Ops {
   }
 
   /** Sends alias+up, addresses and routes for one end without waiting; the caller settles them. */
-  private configure(h: NetnsHandle, p: PreparedEnd, index: number, alias: string): Step[] {
+  configure(h: NetnsHandle, p: PreparedEnd, index: number, alias: string): Step[] {
     const { ifname } = p.end;
     const steps: Step[] = [];
     steps.push({
@@ -362,7 +363,7 @@ export class Ops {
   }
 }
 
-function enableIpv6(h: NetnsHandle, p: PreparedEnd): void {
+export function enableIpv6(h: NetnsHandle, p: PreparedEnd): void {
   if (!p.addrs.some((a) => a.family === 6) && !p.routes.some((r) => r.dst.family === 6)) return;
   const { ifname } = p.end;
   // /proc/sys/net shows the namespace of the calling thread, so the write happens setns'd into it.
@@ -373,19 +374,19 @@ function enableIpv6(h: NetnsHandle, p: PreparedEnd): void {
   }
 }
 
-interface Step {
+export interface Step {
   what: string;
   p: Promise<unknown>;
 }
 
-async function settle(steps: Step[]): Promise<void> {
+export async function settle(steps: Step[]): Promise<void> {
   // allSettled: a rollback must not start while later requests of the batch are still queued.
   const results = await Promise.allSettled(steps.map((s) => s.p));
   const i = results.findIndex((r) => r.status === 'rejected');
   if (i !== -1) throw wrap((steps[i] as Step).what, (results[i] as PromiseRejectedResult).reason);
 }
 
-async function indexOf(h: NetnsHandle, ifname: string): Promise<number> {
+export async function indexOf(h: NetnsHandle, ifname: string): Promise<number> {
   const [l] = await h.request((s: RtNetlinkSocket) => s.getLink({}, { ifname }));
   const idx = l?.data.index;
   if (!idx) throw new DataplaneError(`link ${ifname} vanished right after creation`, 'ENODEV');

@@ -3,7 +3,7 @@
  * clone drops custom properties such as `code`; the main side rebuilds a DataplaneError from them.
  */
 import { getSystemErrorName } from 'node:util';
-import type { NetnsSnapshot, VethSpec } from '../types.js';
+import type { NetnsSnapshot, VethSpec, VxlanEnd } from '../types.js';
 
 export interface OwnedLink {
   ifname: string;
@@ -18,6 +18,9 @@ export type Call =
   | { op: 'snapshot'; netns: string }
   | { op: 'listOwned'; netns: string }
   | { op: 'deleteLinks'; netns: string; links: Array<{ ifname: string; index: number }> }
+  | { op: 'createVxlan'; spec: VxlanEnd }
+  | { op: 'deleteVxlan'; netns: string; ifname: string }
+  | { op: 'underlayMtu'; netns: string; ip: string }
   | { op: 'stats' }
   | { op: 'close' };
 
@@ -28,6 +31,9 @@ export interface Results {
   snapshot: NetnsSnapshot;
   listOwned: OwnedLink[];
   deleteLinks: string[];
+  createVxlan: void;
+  deleteVxlan: void;
+  underlayMtu: number;
   stats: WorkerStats;
   close: void;
 }

@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Ops } from './ops.js';
 import { toWire, type Call, type ExitNow, type Request, type Results, type WorkerConfig, type WorkerMessage } from './protocol.js';
 import { SocketPool, type PoolLog } from './sockets.js';
+import { VxlanOps } from '../vxlan/ops.js';
 
 const port = parentPort;
 if (!port) throw new Error('dataplane worker must run as a worker_thread');
@@ -17,6 +18,7 @@ const log: PoolLog = (level, msg, fields) => post({ kind: 'log', level, msg, ...
 
 const pool = new SocketPool({ idleMs: config.socketIdleMs, maxInFlight: config.maxInFlight }, log);
 const ops = new Ops(pool, log);
+const vxlan = new VxlanOps(pool, log, ops);
 let closing = false;
 
 // A worker dying of an uncaught error with a netlink socket open segfaults the whole process. Close the
@@ -52,6 +54,12 @@ async function dispatch(c: Call): Promise<Results[Call['op']]> {
       return ops.listOwned(c.netns);
     case 'deleteLinks':
       return ops.deleteLinks(c.netns, c.links);
+    case 'createVxlan':
+      return vxlan.createVxlan(c.spec);
+    case 'deleteVxlan':
+      return vxlan.deleteVxlan(c.netns, c.ifname);
+    case 'underlayMtu':
+      return vxlan.underlayMtu(c.netns, c.ip);
     case 'stats':
       return { openSockets: pool.openKeys() };
     case 'close':

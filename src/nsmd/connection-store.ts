@@ -10,6 +10,26 @@ export interface PlumbedEnd {
   ifname: string;
 }
 
+/** A VXLAN tunnel's parameters as both nodes agreed them. */
+export interface Tunnel {
+  localIp: string;
+  remoteIp: string;
+  vni: number;
+  port: number;
+}
+
+/**
+ * What nsmd built on this node for a connection. `local` is the device it removes on Close: the client's
+ * end (a veth pair, or a VXLAN end towards a remote endpoint), or — for a connection served to a remote node —
+ * the endpoint's VXLAN end. `peer` is the veth pair's other end; `tunnel` is set for VXLAN.
+ */
+export interface PlumbedPath {
+  mtu: number;
+  local: PlumbedEnd;
+  peer?: PlumbedEnd;
+  tunnel?: Tunnel;
+}
+
 /** Everything nsmd must know about a live connection to refresh it, monitor it, and undo it. */
 export interface ConnectionRecord {
   /** nsmd's own path segment id. */
@@ -19,7 +39,7 @@ export interface ConnectionRecord {
   /** The connection as nsmd returns it, at nsmd's path index. */
   connection: Connection;
   endpoint: { name: string; url: string; connection: Connection };
-  dataplane: { mtu: number; client: PlumbedEnd; endpoint: PlumbedEnd };
+  dataplane: PlumbedPath;
   /** Epoch ms after which nsmd closes the connection unless it is refreshed. */
   expiresAt: number;
   /** SPIFFE ID of the caller that made it: the only identity (besides admins) that may refresh or close it. */

@@ -28,6 +28,10 @@ import { openTransport, type Transport } from '../identity/transport.js';
 import { createEtcdRegistry, parseEtcdRegistryUrl } from '../registry/etcd/index.js';
 import { globMatcher } from '../util/glob.js';
 import { parseList } from '../util/labels.js';
+import { parseSocketUrl } from '../api/grpc.js';
+import { LocalEndpoints } from './local-endpoints.js';
+import { PeerMonitor } from './peer-monitor.js';
+import type { Routing } from './chain/routing.js';
 import { ConnectionStore, type ConnectionRecord } from './connection-store.js';
 import { monitorHandlers } from './monitor-server.js';
 import { networkServiceHandlers } from './network-service-server.js';
@@ -73,6 +77,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   const store = new ConnectionStore(path.join(cfg.stateDir, 'connections'), log);
   const clients = new EndpointClients(transport);
   const mutex = new KeyedMutex();
+  const routing = await routingOf(cfg, log);
 
   let chain: Chain<NsmdRequestState, NsmdCloseState>;
   const closeRecord = (rec: ConnectionRecord, reason: string) => {
@@ -88,7 +93,8 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     closeConnection(id, 'not refreshed before expiry').catch((e: unknown) => log.error({ conn: id, err: messageOf(e) }, 'expiry close failed'));
   });
 
-  chain = compose<NsmdRequestState, NsmdCloseState>([
+  // The same chain serves local clients (KERNEL) and other nodes' nsmd (VXLAN, remote API only).
+  const chainFor = (remote: boolean) => compose<NsmdRequestState, NsmdCloseState>([
     updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
     begin(store, mutex),
     authorize<NsmdRequestState, NsmdCloseState>({
@@ -102,12 +108,16 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
     track(store),
     clientInfo({ nodeName: cfg.nodeName, clusterName: cfg.clusterName }),
-    clientMechanism(dataplane, cfg.mtu),
+    clientMechanism(dataplane, remote),
     discover(registry),
-    select(new RoundRobin()),
-    plumb(dataplane),
-    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout),
+    select(roundRobin),
+    plumb(dataplane, store, routing, cfg.mtu),
+    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing),
   ]);
+  const roundRobin = new RoundRobin();
+  chain = chainFor(false);
+  const remoteChain = chainFor(true);
+  const peers = new PeerMonitor(store, transport, (r) => !r.endpoint.url.startsWith('unix:'), closeRecord, log);
 
   // An endpoint that leaves the registry (unregistered or expired) takes its connections down with it.
   const unwatch = registry.watchEndpoints(messageCodec('registry.NetworkServiceEndpoint').normalize({}), (e) => {
@@ -118,7 +128,8 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
 
   await adoptPersisted(store, expiry, closeRecord, log);
 
-  let server: RunningServer;
+  let server: RunningServer | undefined;
+  let remote: RunningServer | undefined;
   try {
     const access = { transport, isAdmin, ...(policy ? { policy } : {}) };
     server = await startServer(
@@ -127,20 +138,31 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
         addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain, store, requestTimeoutMs: cfg.requestTimeout, transport, log }));
         addService(s, 'connection.MonitorConnection', monitorHandlers(store, access));
         addService(s, 'registry.NetworkServiceRegistry', networkServiceRegistryHandlers(registry, access));
-        addService(s, 'registry.NetworkServiceEndpointRegistry', endpointRegistryHandlers(registry, access));
+        addService(s, 'registry.NetworkServiceEndpointRegistry', endpointRegistryHandlers(registry, access, routing));
       },
       transport.serverCredentials(),
       // Without identity the socket is the only guard left: root only.
       transport.secure ? 0o666 : 0o600,
     );
+    if (cfg.remoteListenOn) {
+      remote = await startServer(cfg.remoteListenOn, (s) => {
+        addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain: remoteChain, store, requestTimeoutMs: cfg.requestTimeout, transport, log }));
+        addService(s, 'connection.MonitorConnection', monitorHandlers(store, access));
+      }, transport.serverCredentials());
+    }
   } catch (e) {
+    await server?.close();
+    peers.stop();
     unwatch();
     expiry.stop();
     await Promise.allSettled([registry.close(), dataplane.close(), store.flush()]);
     transport.close();
     throw e;
   }
-  log.info({ listenOn: server.url, nsmName: cfg.name, node: cfg.nodeName, connections: store.size }, 'nsmd ready');
+  log.info(
+    { listenOn: server.url, remoteListenOn: remote?.url, publishedAs: routing.ownUrl, tunnelIp: routing.tunnelIp, nsmName: cfg.name, node: cfg.nodeName, connections: store.size },
+    'nsmd ready',
+  );
   const stats = startStatsReporter(cfg.statsInterval, log, () => store.size);
 
   return {
@@ -153,16 +175,33 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     async stop() {
       stats.stop();
       await server.close();
+      await remote?.close();
+      peers.stop();
       unwatch();
       expiry.stop();
       if (cfg.cleanupOnExit) await Promise.allSettled(store.all().map((r) => closeRecord(r, 'nsmd stopping')));
       await store.flush();
+      await routing.localEndpoints.flush();
       clients.close();
       await registry.close();
       await dataplane.close();
       transport.close();
     },
   };
+}
+
+/** This node's published URL and tunnel address, from the remote API settings. */
+async function routingOf(cfg: NsmdConfig, log: Logger): Promise<Routing> {
+  let ownUrl = cfg.remoteUrl || undefined;
+  if (!ownUrl && cfg.remoteListenOn) {
+    const host = parseSocketUrl(cfg.remoteListenOn).target.replace(/:\d+$/, '');
+    if (host === '0.0.0.0' || host === '[::]' || host === '') {
+      throw new Error(`NSM_REMOTE_LISTEN_ON ${cfg.remoteListenOn} names no address other nodes can use: set NSM_REMOTE_URL`);
+    }
+    ownUrl = cfg.remoteListenOn;
+  }
+  const tunnelIp = cfg.tunnelIp || (ownUrl ? parseSocketUrl(ownUrl).target.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : undefined);
+  return { ownUrl, tunnelIp, vxlanPort: cfg.vxlanPort, localEndpoints: await LocalEndpoints.open(cfg.stateDir, log) };
 }
 
 /**

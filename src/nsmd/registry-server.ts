@@ -16,6 +16,7 @@ import type { Registry } from '../registry/types.js';
 import { invalidArgument, permissionDenied, toServiceError } from '../util/errors.js';
 import type { Transport } from '../identity/transport.js';
 import type { Policy } from '../identity/policy.js';
+import type { LocalEndpoints } from './local-endpoints.js';
 
 export interface RegistryAccess {
   transport: Transport;
@@ -126,18 +127,35 @@ export function networkServiceRegistryHandlers(registry: Registry, access: Regis
   };
 }
 
-export function endpointRegistryHandlers(registry: Registry, access: RegistryAccess): grpc.UntypedServiceImplementation {
+/**
+ * With a remote API, endpoints registering here are published with this nsmd's remote URL — other nodes
+ * reach them through it — while the socket they really serve on is remembered locally.
+ */
+export interface Publishing {
+  ownUrl: string | undefined;
+  localEndpoints: LocalEndpoints;
+}
+
+export function endpointRegistryHandlers(registry: Registry, access: RegistryAccess, publishing: Publishing): grpc.UntypedServiceImplementation {
   const current = (name: string) => ownerOf(registry.findEndpoints(nseDefaults({ name })));
   return {
     Register: unary<NetworkServiceEndpoint, NetworkServiceEndpoint>(async (nse, call) => {
       checkEndpoint(nse);
       const owner = checkOwner(access, call, 'network service endpoint', nse.name, await current(nse.name));
-      return registry.registerEndpoint(access.transport.secure ? { ...nse, path_ids: owner } : nse);
+      let published = access.transport.secure ? { ...nse, path_ids: owner } : nse;
+      if (publishing.ownUrl) {
+        publishing.localEndpoints.set(nse.name, nse.url);
+        published = { ...published, url: publishing.ownUrl };
+      }
+      const stored = await registry.registerEndpoint(published);
+      // The endpoint keeps its own URL; only other nodes see this nsmd's.
+      return { ...stored, url: nse.url };
     }),
     Unregister: unary<NetworkServiceEndpoint, Empty>(async (nse, call) => {
       checkName('network service endpoint', nse.name);
       checkOwner(access, call, 'network service endpoint', nse.name, await current(nse.name));
       await registry.unregisterEndpoint(nse.name);
+      publishing.localEndpoints.delete(nse.name);
       return {};
     }),
     Find: find<NetworkServiceEndpointQuery, NetworkServiceEndpoint, DeepPartial<NetworkServiceEndpointResponse>>(

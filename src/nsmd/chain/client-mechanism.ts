@@ -4,21 +4,32 @@ import { KernelParam, MechanismCls, MechanismType } from '../../api/types.js';
 import { ifnameProblem } from '../../api/validate.js';
 import type { Element } from '../../chain/types.js';
 import type { Dataplane } from '../../dataplane/types.js';
+import { parseIp } from '../../dataplane/ip.js';
 import { BadInodeUrlError, NetnsNotFoundError, resolveInodeUrl } from '../../dataplane/netns.js';
 import { invalidArgument, notFound } from '../../util/errors.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 
+export const VxlanParam = { SRC_IP: 'src_ip', DST_IP: 'dst_ip', SRC_PORT: 'src_port', DST_PORT: 'dst_port', VNI: 'vni', MTU: 'MTU' } as const;
+
 /**
- * The client side of the KERNEL mechanism, checked before anything is discovered or plumbed, so that a bad
- * Request leaves the kernel untouched: the client's namespace must exist and the interface name must be
- * valid and free there.
+ * The mechanism the caller offers, checked before anything is discovered or plumbed so that a bad Request
+ * leaves the kernel untouched. A local client offers KERNEL: its namespace must exist and the interface name
+ * must be valid and free there. Another node's nsmd (on the remote API only) offers VXLAN with its tunnel
+ * address.
  */
-export function clientMechanism(dataplane: Dataplane, defaultMtu: number): Element<NsmdRequestState, NsmdCloseState> {
+export function clientMechanism(dataplane: Dataplane, acceptTunnels: boolean): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'client-mechanism',
     async request(st, next) {
       const conn = st.request.connection;
-      const mech = pickKernel(st.request.mechanism_preferences, conn.mechanism);
+      const mech = pick(st.request.mechanism_preferences, conn.mechanism, acceptTunnels);
+      st.mtu = conn.context?.MTU || undefined;
+      if (mech.type === MechanismType.VXLAN) {
+        const srcIp = mech.parameters[VxlanParam.SRC_IP] ?? '';
+        if (!parseIp(srcIp)) throw invalidArgument(`VXLAN mechanism: src_ip "${srcIp}" is not an IP address`);
+        st.incomingTunnel = { srcIp, srcPort: Number(mech.parameters[VxlanParam.SRC_PORT]) || 4789 };
+        return next.request(st);
+      }
       const ifname = mech.parameters[KernelParam.NAME] || generatedName(conn.id);
       const problem = ifnameProblem(ifname);
       if (problem) throw invalidArgument(`interface name "${ifname}" is not valid: ${problem}`);
@@ -31,37 +42,38 @@ export function clientMechanism(dataplane: Dataplane, defaultMtu: number): Eleme
         if (e instanceof NetnsNotFoundError) throw notFound(`client network namespace ${inodeUrl} does not exist: ${e.message}`);
         throw e;
       }
-      const ours = st.existing?.dataplane.client;
+      const ours = st.existing?.dataplane.local;
       const plumbedByUs = ours !== undefined && ours.inodeUrl === inodeUrl && ours.ifname === ifname;
       if (!plumbedByUs && (await dataplane.linkExists(netns, ifname))) {
         throw invalidArgument(`interface "${ifname}" already exists in the client namespace ${inodeUrl}: choose another name`);
       }
       st.clientEnd = { netns, inodeUrl, ifname };
-      st.mtu = conn.context?.MTU || st.existing?.dataplane.mtu || defaultMtu;
       const res = await next.request(st);
       res.mechanism = {
         cls: MechanismCls.LOCAL,
         type: MechanismType.KERNEL,
         parameters: { ...mech.parameters, [KernelParam.NAME]: ifname, [KernelParam.INODE_URL]: inodeUrl },
       };
-      if (res.context) res.context.MTU = st.mtu;
       return res;
     },
     close: (st, next) => next.close(st),
   };
 }
 
-function pickKernel(prefs: Mechanism[], current: Mechanism | null): Mechanism {
-  if (current?.type === MechanismType.KERNEL) return current;
-  const kernel = prefs.find((m) => m.type === MechanismType.KERNEL);
-  if (kernel) return kernel;
-  const offered = prefs.map((m) => m.type).join(', ') || 'none';
+function pick(prefs: Mechanism[], current: Mechanism | null, acceptTunnels: boolean): Mechanism {
+  const usable = (m: Mechanism) => m.type === MechanismType.KERNEL || (acceptTunnels && m.type === MechanismType.VXLAN);
+  if (current && usable(current)) return current;
+  const m = prefs.find(usable);
+  if (m) return m;
+  const offered = prefs.map((p) => p.type).join(', ') || 'none';
   throw invalidArgument(
-    `no KERNEL mechanism offered (offered: ${offered}); a local client must offer {cls: LOCAL, type: KERNEL, parameters: {name, inodeURL}}`,
+    acceptTunnels
+      ? `no supported mechanism offered (offered: ${offered}); this remote API serves VXLAN (REMOTE) and KERNEL`
+      : `no KERNEL mechanism offered (offered: ${offered}); a local client must offer {cls: LOCAL, type: KERNEL, parameters: {name, inodeURL}}`,
   );
 }
 
 /** Upstream generates a name when the client gives none; derive it from the id so a refresh reuses it. */
-function generatedName(connId: string): string {
+export function generatedName(connId: string): string {
   return 'nsm' + createHash('sha256').update(connId).digest('hex').slice(0, 11);
 }

@@ -1,6 +1,10 @@
 import { ApiClient } from '../../api/grpc.js';
 import { signOwnSegment } from '../../identity/outgoing.js';
 import type { Transport } from '../../identity/transport.js';
+import type { Mechanism } from '../../api/types.js';
+import { failedPrecondition } from '../../util/errors.js';
+import { VxlanParam } from './client-mechanism.js';
+import { targetOf, type Routing } from './routing.js';
 import { MechanismCls, MechanismType } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import { remaining } from '../../chain/types.js';
@@ -36,8 +40,16 @@ export class EndpointClients {
   }
 }
 
+/** What nsmd offers the next hop: KERNEL to a local endpoint, a VXLAN tunnel from this node to a peer nsmd. */
+function offerFor(kind: 'local' | 'remote', r: Routing): Mechanism[] {
+  if (kind === 'local') return [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }];
+  if (!r.tunnelIp) throw failedPrecondition('this nsmd has no tunnel address for remote endpoints: set NSM_TUNNEL_IP or NSM_REMOTE_LISTEN_ON');
+  return [{ cls: MechanismCls.REMOTE, type: MechanismType.VXLAN, parameters: { [VxlanParam.SRC_IP]: r.tunnelIp, [VxlanParam.SRC_PORT]: String(r.vxlanPort) } }];
+}
+
 /**
- * The chain's last hop: forwards the Request to the selected endpoint and Close to the endpoint in use.
+ * The chain's last hop: forwards the Request to the selected endpoint — on this node, or through the nsmd of
+ * its node — and Close to whichever it went to.
  * With identity, nsmd signs its own path segment for the endpoint (audience: the endpoint's SPIFFE ID as
  * its TLS handshake showed it), never outliving the caller's token.
  */
@@ -47,12 +59,18 @@ export function connect(
   transport: Transport,
   maxTokenLifetimeMs: number,
   dialTimeoutMs: number,
+  routing: Routing,
 ): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'connect',
     async request(st) {
       const conn = st.request.connection;
-      const client = clients.get(st.endpoint!.url);
+      const target = targetOf(st.endpoint!, routing);
+      if (st.incomingTunnel && target.kind === 'remote') {
+        throw failedPrecondition(`endpoint "${st.endpoint!.name}" is not on this node; a Request from another node must name an endpoint of this node`);
+      }
+      st.target = target;
+      const client = clients.get(target.url);
       // A dead endpoint must cost one dial timeout, not the whole Request's deadline.
       const metadata = await signOwnSegment(transport, client, conn, maxTokenLifetimeMs, Math.min(dialTimeoutMs, remaining(st)));
       const previous = st.existing?.endpoint.connection;
@@ -64,7 +82,7 @@ export function connect(
       };
       const res = await client.unary(
         'Request',
-        { connection: downstream, mechanism_preferences: [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }] },
+        { connection: downstream, mechanism_preferences: offerFor(target.kind, routing) },
         { timeoutMs: remaining(st), metadata },
       );
       st.endpointConnection = structuredClone(res);

@@ -1,65 +1,121 @@
-import { KernelParam, MechanismType } from '../../api/types.js';
-import type { Connection } from '../../api/types.js';
+import { randomInt } from 'node:crypto';
+import { KernelParam, MechanismCls, MechanismType } from '../../api/types.js';
+import type { Connection, IPContext } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import type { Dataplane } from '../../dataplane/types.js';
+import { parseIp } from '../../dataplane/ip.js';
 import { NetnsNotFoundError, resolveInodeUrl } from '../../dataplane/netns.js';
-import { internal, messageOf } from '../../util/errors.js';
-import type { PlumbedEnd } from '../connection-store.js';
+import { VNI_MAX, vxlanMtu } from '../../dataplane/vxlan/mtu.js';
+import { codeOf } from '../../dataplane/veth/protocol.js';
+import { internal, messageOf, unavailable } from '../../util/errors.js';
+import type { ConnectionStore, PlumbedEnd, PlumbedPath, Tunnel } from '../connection-store.js';
+import { VxlanParam } from './client-mechanism.js';
+import type { Routing } from './routing.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
-import { vethSpecFor } from './veth-spec.js';
+import { routesFor, vethSpecFor } from './veth-spec.js';
+
+/** nsmd's own namespace: the node's, where tunnels' UDP sockets live. */
+const NODE_NETNS = '/proc/self/ns/net';
+/** A VNI another tunnel of this node already uses: the peer picks again on a fresh Request. */
+const VNI_ATTEMPTS = 3;
 
 /**
- * Builds the veth pair once the endpoint has answered (its namespace and addresses are known only then),
- * and removes it on Close. If plumbing fails, the endpoint's side of the connection is closed again.
+ * Builds this node's part of the data path once the next hop has answered (namespaces and addresses are
+ * known only then), and removes it on Close:
+ * - a local client and a local endpoint: one veth pair, each end born in its namespace;
+ * - a local client and an endpoint on another node: this node's VXLAN end, in the client's namespace;
+ * - another node's client (VXLAN offered) and a local endpoint: this node's VXLAN end, in the endpoint's
+ *   namespace, with a VNI this node chooses.
+ * If plumbing fails, the downstream side of the connection is closed again.
  */
-export function plumb(dataplane: Dataplane): Element<NsmdRequestState, NsmdCloseState> {
+export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Routing, defaultMtu: number): Element<NsmdRequestState, NsmdCloseState> {
+  const build = async (st: NsmdRequestState, res: Connection): Promise<PlumbedPath> => {
+    const connId = st.request.connection.id;
+    const ip = res.context?.ip_context ?? null;
+    if (st.incomingTunnel) {
+      const ep = await kernelEndOf(res, st.endpoint!.name);
+      const localIp = routing.tunnelIp!;
+      const remoteIp = st.incomingTunnel.srcIp;
+      const tunnel: Tunnel = {
+        localIp,
+        remoteIp,
+        vni: st.existing?.dataplane.tunnel?.vni ?? chooseVni(store, remoteIp, localIp),
+        port: st.incomingTunnel.srcPort || routing.vxlanPort,
+      };
+      const mtu = Math.min(st.mtu ?? Infinity, vxlanMtu(await dataplane.underlayMtu(NODE_NETNS, localIp), localIp));
+      const plumbed = { mtu, local: ep, tunnel };
+      if (!(await unchanged(dataplane, st, plumbed, ip))) {
+        await replaceOld(dataplane, st);
+        await dataplane.createVxlan({
+          connId, underlayNetns: NODE_NETNS, localIp, remoteIp, vni: tunnel.vni, port: tunnel.port, mtu,
+          end: { netns: ep.netns, ifname: ep.ifname, addrs: ip?.dst_ip_addrs ?? [], routes: routesFor(ip?.src_ip_addrs ?? [], ip?.dst_routes ?? []) },
+        });
+      }
+      res.mechanism = {
+        cls: MechanismCls.REMOTE,
+        type: MechanismType.VXLAN,
+        parameters: {
+          [VxlanParam.SRC_IP]: remoteIp, [VxlanParam.DST_IP]: localIp, [VxlanParam.SRC_PORT]: String(tunnel.port),
+          [VxlanParam.DST_PORT]: String(tunnel.port), [VxlanParam.VNI]: String(tunnel.vni), [VxlanParam.MTU]: String(mtu),
+        },
+      };
+      return plumbed;
+    }
+    const client = st.clientEnd!;
+    if (st.target!.kind === 'remote') {
+      const p = res.mechanism?.parameters ?? {};
+      const vni = Number(p[VxlanParam.VNI]);
+      const remoteIp = p[VxlanParam.DST_IP] ?? '';
+      if (res.mechanism?.type !== MechanismType.VXLAN || !Number.isInteger(vni) || !parseIp(remoteIp)) {
+        throw internal(`the nsmd at ${st.target!.url} answered without a usable VXLAN mechanism (dst_ip, vni)`);
+      }
+      const mtu = Math.min(st.mtu ?? Infinity, Number(p[VxlanParam.MTU]) || defaultMtu);
+      const tunnel: Tunnel = { localIp: routing.tunnelIp!, remoteIp, vni, port: Number(p[VxlanParam.DST_PORT]) || routing.vxlanPort };
+      const plumbed = { mtu, local: client, tunnel };
+      if (!(await unchanged(dataplane, st, plumbed, ip))) {
+        await replaceOld(dataplane, st);
+        await dataplane.createVxlan({
+          connId, underlayNetns: NODE_NETNS, localIp: tunnel.localIp, remoteIp, vni, port: tunnel.port, mtu,
+          end: { netns: client.netns, ifname: client.ifname, addrs: ip?.src_ip_addrs ?? [], routes: routesFor(ip?.dst_ip_addrs ?? [], ip?.src_routes ?? []) },
+        });
+      }
+      return plumbed;
+    }
+    const ep = await kernelEndOf(res, st.endpoint!.name);
+    const mtu = st.mtu ?? st.existing?.dataplane.mtu ?? defaultMtu;
+    const plumbed = { mtu, local: client, peer: ep };
+    if (!(await unchanged(dataplane, st, plumbed, ip))) {
+      await replaceOld(dataplane, st);
+      await dataplane.createVeth(vethSpecFor(connId, mtu, client, ep, ip));
+    }
+    return plumbed;
+  };
+
   return {
     name: 'plumb',
     async request(st, next) {
-      const res = await next.request(st);
-      try {
-        const endpointEnd = await endpointEndOf(res, st.endpoint!.name);
-        st.endpointEnd = endpointEnd;
-        const client = st.clientEnd!;
-        const old = st.existing?.dataplane;
-        const unchanged =
-          old !== undefined &&
-          old.client.inodeUrl === client.inodeUrl &&
-          old.client.ifname === client.ifname &&
-          old.endpoint.inodeUrl === endpointEnd.inodeUrl &&
-          old.endpoint.ifname === endpointEnd.ifname &&
-          old.mtu === st.mtu &&
-          JSON.stringify(st.existing!.endpoint.connection.context?.ip_context) === JSON.stringify(res.context?.ip_context) &&
-          (await dataplane.linkExists(client.netns, client.ifname));
-        if (!unchanged) {
-          if (old) await removeEnd(dataplane, old.client);
-          await dataplane.createVeth(vethSpecFor(st.request.connection.id, st.mtu!, client, endpointEnd, res.context?.ip_context ?? null));
+      for (let attempt = 1; ; attempt++) {
+        const res = await next.request(st);
+        try {
+          const plumbed = await build(st, res);
+          st.plumbed = plumbed;
+          res.state = 'UP';
+          if (res.context) res.context.MTU = plumbed.mtu;
+          return res;
+        } catch (e) {
+          st.log.warn({ endpoint: st.endpoint!.name, err: messageOf(e) }, 'plumbing failed; closing the downstream side');
+          await next
+            .close({ connection: res, deadline: st.deadline, log: st.log, record: provisional(st, res) })
+            .catch((err: unknown) => st.log.warn({ err: messageOf(err) }, 'closing the downstream side failed too'));
+          // Only a VNI clash on this node is worth another try: the peer chooses a new VNI for a new Request.
+          const vniClash = st.target?.kind === 'remote' && !st.existing && codeOf(e) === 'EEXIST' && attempt < VNI_ATTEMPTS;
+          if (!vniClash) throw e;
         }
-        res.state = 'UP';
-        return res;
-      } catch (e) {
-        st.log.warn({ endpoint: st.endpoint!.name, err: messageOf(e) }, 'plumbing failed; closing the endpoint side');
-        await next
-          .close({
-            connection: res,
-            deadline: st.deadline,
-            log: st.log,
-            record: {
-              id: st.request.connection.id,
-              clientId: st.request.connection.id,
-              connection: res,
-              endpoint: { name: st.endpoint!.name, url: st.endpoint!.url, connection: st.endpointConnection ?? res },
-              dataplane: { mtu: st.mtu!, client: st.clientEnd!, endpoint: st.endpointEnd ?? st.clientEnd! },
-              expiresAt: st.expiresAt ?? Date.now(),
-            },
-          })
-          .catch((err: unknown) => st.log.warn({ err: messageOf(err) }, 'closing the endpoint side failed too'));
-        throw e;
       }
     },
     async close(st, next) {
       try {
-        await removeEnd(dataplane, st.record.dataplane.client);
+        await removeEnd(dataplane, st.record.dataplane);
       } finally {
         await next.close(st);
       }
@@ -67,7 +123,51 @@ export function plumb(dataplane: Dataplane): Element<NsmdRequestState, NsmdClose
   };
 }
 
-async function endpointEndOf(res: Connection, endpointName: string): Promise<PlumbedEnd> {
+function provisional(st: NsmdRequestState, res: Connection) {
+  return {
+    id: st.request.connection.id,
+    clientId: st.request.connection.id,
+    connection: res,
+    endpoint: { name: st.endpoint!.name, url: st.target?.url ?? st.endpoint!.url, connection: st.endpointConnection ?? res },
+    dataplane: { mtu: 0, local: st.clientEnd ?? { netns: '', inodeUrl: '', ifname: '' } },
+    expiresAt: st.expiresAt ?? Date.now(),
+  };
+}
+
+/** A refresh that changes nothing touches nothing in the kernel. */
+async function unchanged(dataplane: Dataplane, st: NsmdRequestState, now: PlumbedPath, ip: IPContext | null): Promise<boolean> {
+  const old = st.existing?.dataplane;
+  if (!old) return false;
+  return (
+    JSON.stringify({ ...old, local: { ...old.local, netns: '' }, peer: old.peer && { ...old.peer, netns: '' } }) ===
+      JSON.stringify({ ...now, local: { ...now.local, netns: '' }, peer: now.peer && { ...now.peer, netns: '' } }) &&
+    JSON.stringify(st.existing!.endpoint.connection.context?.ip_context) === JSON.stringify(ip) &&
+    (await dataplane.linkExists(now.local.netns, now.local.ifname))
+  );
+}
+
+async function replaceOld(dataplane: Dataplane, st: NsmdRequestState): Promise<void> {
+  if (st.existing) await removeEnd(dataplane, st.existing.dataplane);
+}
+
+/**
+ * This node's VNI for a tunnel another node asked for: upstream's rule (random, even when the client's
+ * address sorts first, odd otherwise), and unused by every tunnel of this node — the kernel allows one
+ * device per VNI and port in a namespace, whoever the peer is.
+ */
+function chooseVni(store: ConnectionStore, srcIp: string, dstIp: string): number {
+  const used = new Set(store.all().flatMap((r) => (r.dataplane.tunnel ? [r.dataplane.tunnel.vni] : [])));
+  const a = parseIp(srcIp)!.bytes;
+  const b = parseIp(dstIp)!.bytes;
+  const parity = Buffer.compare(a, b) <= 0 ? 0 : 1;
+  for (let i = 0; i < 64; i++) {
+    const vni = (randomInt(1, VNI_MAX >> 1) << 1) | parity;
+    if (!used.has(vni)) return vni;
+  }
+  throw unavailable('no free VXLAN network identifier found on this node');
+}
+
+async function kernelEndOf(res: Connection, endpointName: string): Promise<PlumbedEnd> {
   const mech = res.mechanism;
   const inodeUrl = mech?.parameters[KernelParam.INODE_URL];
   const ifname = mech?.parameters[KernelParam.NAME];
@@ -77,14 +177,15 @@ async function endpointEndOf(res: Connection, endpointName: string): Promise<Plu
   return { netns: await resolveInodeUrl(inodeUrl), inodeUrl, ifname };
 }
 
-/** Deleting one end of a veth removes both; a namespace that is gone took the pair with it. */
-async function removeEnd(dataplane: Dataplane, end: PlumbedEnd): Promise<void> {
+/** Deleting one end of a veth removes both; a namespace that is gone took the device with it. */
+async function removeEnd(dataplane: Dataplane, path: PlumbedPath): Promise<void> {
   let netns: string;
   try {
-    netns = await resolveInodeUrl(end.inodeUrl);
+    netns = await resolveInodeUrl(path.local.inodeUrl);
   } catch (e) {
     if (e instanceof NetnsNotFoundError) return;
     throw e;
   }
-  await dataplane.deleteVeth({ netns, ifname: end.ifname });
+  const end = { netns, ifname: path.local.ifname };
+  await (path.tunnel ? dataplane.deleteVxlan(end) : dataplane.deleteVeth(end));
 }

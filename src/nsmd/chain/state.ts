@@ -1,6 +1,12 @@
 import type { Connection, NetworkServiceEndpoint } from '../../api/types.js';
 import type { BaseCloseState, BaseRequestState } from '../../chain/types.js';
-import type { ConnectionRecord, PlumbedEnd } from '../connection-store.js';
+import type { ConnectionRecord, PlumbedEnd, PlumbedPath } from '../connection-store.js';
+
+/** Where the Request goes next: an endpoint on this node (its own socket) or the nsmd of the endpoint's node. */
+export interface Target {
+  kind: 'local' | 'remote';
+  url: string;
+}
 
 /** What nsmd's Request chain fills in as it goes; each field names the element that sets it. */
 export interface NsmdRequestState extends BaseRequestState {
@@ -8,18 +14,22 @@ export interface NsmdRequestState extends BaseRequestState {
   existing?: ConnectionRecord;
   /** expire: when the connection lapses unless refreshed. */
   expiresAt?: number;
-  /** client-mechanism: the client's namespace and interface. */
+  /** incoming-mechanism: a local client's namespace and interface (KERNEL). */
   clientEnd?: PlumbedEnd;
-  /** client-mechanism: MTU of the veth pair. */
+  /** incoming-mechanism: a remote node's tunnel offer (VXLAN). */
+  incomingTunnel?: { srcIp: string; srcPort: number };
+  /** incoming-mechanism: MTU the client asked for, if any. */
   mtu?: number;
   /** discover: endpoints eligible for this Request, in selection order. */
   candidates?: NetworkServiceEndpoint[];
   /** select: the endpoint being tried. */
   endpoint?: NetworkServiceEndpoint;
-  /** connect: the connection as the endpoint returned it. */
+  /** connect: where it was sent. */
+  target?: Target;
+  /** connect: the connection as the next hop returned it. */
   endpointConnection?: Connection;
-  /** plumb: the endpoint's namespace and interface. */
-  endpointEnd?: PlumbedEnd;
+  /** plumb: what was built on this node. */
+  plumbed?: PlumbedPath;
 }
 
 export interface NsmdCloseState extends BaseCloseState {

@@ -14,8 +14,8 @@ export function track(store: ConnectionStore): Element<NsmdRequestState, NsmdClo
         id: st.request.connection.id,
         clientId: prev?.id ?? st.request.connection.id,
         connection: structuredClone(conn),
-        endpoint: { name: st.endpoint!.name, url: st.endpoint!.url, connection: st.endpointConnection! },
-        dataplane: { mtu: st.mtu!, client: st.clientEnd!, endpoint: st.endpointEnd! },
+        endpoint: { name: st.endpoint!.name, url: st.target!.url, connection: st.endpointConnection! },
+        dataplane: st.plumbed!,
         expiresAt: st.expiresAt!,
         ...(st.owner ? { owner: st.owner } : {}),
       });

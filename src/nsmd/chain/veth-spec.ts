@@ -20,7 +20,8 @@ export function vethSpecFor(connId: string, mtu: number, client: PlumbedEnd, end
   };
 }
 
-function routesFor(peerAddrs: string[], routes: { prefix: string; nextHop: string }[]): RouteSpec[] {
+/** Link routes to each peer address, then the connection's routes via the peer (same family). */
+export function routesFor(peerAddrs: string[], routes: { prefix: string; nextHop: string }[]): RouteSpec[] {
   const out = new Map<string, RouteSpec>();
   for (const a of peerAddrs) out.set(hostPrefix(a), { prefix: hostPrefix(a) });
   for (const r of routes) {

@@ -1,0 +1,25 @@
+import type { NetworkServiceEndpoint } from '../../api/types.js';
+import { unavailable } from '../../util/errors.js';
+import type { LocalEndpoints } from '../local-endpoints.js';
+import type { Target } from './state.js';
+
+/** How this nsmd reaches endpoints: its own published URL, its tunnel address, and the local endpoints' sockets. */
+export interface Routing {
+  /** This nsmd's remote URL, as published for its local endpoints in a shared registry; undefined on a single node. */
+  ownUrl: string | undefined;
+  /** This node's underlay address for tunnels. */
+  tunnelIp: string | undefined;
+  vxlanPort: number;
+  localEndpoints: LocalEndpoints;
+}
+
+/** An endpoint published with our own URL is local (its real socket is in LocalEndpoints); unix:// is local; tcp:// is a peer nsmd. */
+export function targetOf(ep: NetworkServiceEndpoint, r: Routing): Target {
+  if (r.ownUrl && ep.url === r.ownUrl) {
+    const url = r.localEndpoints.get(ep.name);
+    if (!url) throw unavailable(`endpoint "${ep.name}" is registered through this nsmd but its socket is not known yet (it re-registers within its renewal period)`);
+    return { kind: 'local', url };
+  }
+  if (ep.url.startsWith('unix://') || ep.url.startsWith('/')) return { kind: 'local', url: ep.url };
+  return { kind: 'remote', url: ep.url };
+}

@@ -4,6 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { ApiClient } from '../../src/api/grpc.js';
 import type { Connection, ConnectionEvent, DeepPartial, NetworkServiceRequest } from '../../src/api/types.js';
 import { inodeUrlOf } from '../../src/dataplane/netns.js';
@@ -103,6 +106,46 @@ describe('remote connections', () => {
     expect(r.stderr).toBe('');
     await waitFor('the client end to be removed after the far close', async () => (await links(pod)).length === 0);
     expect(await links(nsePod)).toEqual([]);
+  });
+
+  it('gets registrations back after etcd restarts with its data wiped', async () => {
+    const reg = new ApiClient('registry.NetworkServiceEndpointRegistry', a.url, me);
+    const find = async () => (await reg.collect('Find', { network_service_endpoint: { name: `${tag}-far` } }, { timeoutMs: 2000 })).length;
+    try {
+      expect(await find()).toBe(1);
+      await etcd.restart({ wipe: true });
+      await waitFor('the endpoint to be registered again', async () => (await find()) === 1, 15_000);
+      // The endpoint registered its service through node 1 too; both came back from node 1's registrations.
+      const c = await request(`${tag}-r4`, `${tag}e`);
+      expect(await ping(pod, dst(c))).toBe(true);
+      await ns.unary('Close', c, { timeoutMs: 10_000 });
+    } finally {
+      reg.close();
+    }
+  });
+
+  it('refuses a peer whose certificate is from a trust domain it does not trust', async () => {
+    const dir = fs.mkdtempSync('/tmp/nsmevil-');
+    const foreign = await EmbeddedIssuer.start({ trustDomain: 'evil.test', stateDir: path.join(dir, 'ca') });
+    try {
+      const socket = await foreign.addWorkload('spiffe://evil.test/nsmesh/nsmd/intruder', path.join(dir, 'w.sock'));
+      const dist = path.resolve(import.meta.dirname, '../../dist/src');
+      // The remote API is reachable only on the underlay, so the probe runs inside node 0.
+      const probe = `
+        const { connectX509Source } = await import('${dist}/identity/workload-client.js');
+        const { sourceTransport } = await import('${dist}/identity/transport.js');
+        const { ApiClient } = await import('${dist}/api/grpc.js');
+        const t = sourceTransport(await connectX509Source('${socket}', { timeoutMs: 5000 }));
+        const c = new ApiClient('networkservice.NetworkService', '${b.remoteUrl}', t);
+        try { await c.unary('Close', { id: 'x' }, { timeoutMs: 3000 }); console.log('ACCEPTED'); }
+        catch (e) { console.log('REFUSED ' + e.code); }
+        process.exit(0);`;
+      const r = await execa('ip', ['netns', 'exec', ul.nodes[0]!.name, 'node', '--input-type=module', '-e', probe]);
+      expect(r.stdout).toMatch(/^REFUSED 14/);
+    } finally {
+      await foreign.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports DOWN when the other node dies, and its endpoints leave the registry within the lease TTL', async () => {

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// The demo mesh on one machine: a node namespace running nsmd, two endpoint pods with different labels,
-// two client pods whose labels the NetworkService routes to different endpoints. It proves traffic flows
-// through the interfaces nsmd built, shows what it built, and tears everything down (also on Ctrl-C).
+// The demo mesh on one machine: two node namespaces joined by an underlay (198.18.0.0/24 on a bridge), etcd
+// as the shared registry, nsmd on each node, an endpoint and a client pod on each node. The NetworkService
+// prefers the endpoint on the client's own node ({{.nodeName}}) and falls through to any other; when node 2's
+// endpoint goes away, node 2's next client is served by node 1's endpoint over a VXLAN tunnel. Every hop runs
+// mutual TLS with SPIFFE identities from an embedded issuer. It proves traffic flows, shows what it built,
+// and tears everything down (also on Ctrl-C).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,21 +21,16 @@ const bin = (p: string) => path.join(ROOT, 'dist', p);
 const tag = randomBytes(2).toString('hex');
 const nsName = (n: string) => `nsmdemo-${tag}-${n}`;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-demo-'));
-const socket = `unix://${dir}/nsm.io.sock`;
 const procs: ResultPromise[] = [];
-const TRUST_DOMAIN = 'nsmesh.local';
-let issuer: EmbeddedIssuer | undefined;
-
-/** A Workload API socket of its own for each process: the embedded issuer attests by socket. */
-async function identity(spiffeId: string): Promise<Record<string, string>> {
-  const file = path.join(dir, 'spiffe', `${spiffeId.split('/').pop()}.sock`);
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  return { SPIFFE_ENDPOINT_SOCKET: await issuer!.addWorkload(spiffeId, file) };
-}
 const namespaces: string[] = [];
+const TRUST_DOMAIN = 'nsmesh.local';
+const UNDERLAY = '198.18.0';
+const ETCD = `${UNDERLAY}.254:2379`;
+let issuer: EmbeddedIssuer | undefined;
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const step = (s: string) => say(`\n==> ${s}`);
+const indent = (text: string) => text.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
 
 const SERVICE = `apiVersion: networkservicemesh.io/v1
 kind: NetworkService
@@ -41,13 +39,21 @@ metadata:
 spec:
   payload: IP
   matches:
-    - source_selector: {app: frontend}
+    # Prefer an endpoint on the client's own node...
+    - fallthrough: true
       routes:
-        - destination_selector: {color: red}
-    - source_selector: {app: backend}
-      routes:
-        - destination_selector: {color: blue}
+        - destination_selector: {nodeName: "{{.nodeName}}"}
+    # ...and fall through to any endpoint of the service.
+    - routes:
+        - destination_selector: {app: icmp}
 `;
+
+/** A Workload API socket of its own for each process: the embedded issuer attests by socket. */
+async function identity(spiffeId: string): Promise<Record<string, string>> {
+  const file = path.join(dir, 'spiffe', `${spiffeId.split('/').slice(-2).join('-')}.sock`);
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  return { SPIFFE_ENDPOINT_SOCKET: await issuer!.addWorkload(spiffeId, file) };
+}
 
 async function netns(n: string): Promise<string> {
   const full = nsName(n);
@@ -57,23 +63,30 @@ async function netns(n: string): Promise<string> {
   return full;
 }
 
-function spawnIn(ns: string, file: string, env: Record<string, string>): ResultPromise {
-  const p = execa('ip', ['netns', 'exec', ns, 'node', file], { env, reject: false, stdout: 'ignore', stderr: 'pipe' });
+function spawnIn(ns: string, cmd: string[], env: Record<string, string>): ResultPromise {
+  const p = execa('ip', ['netns', 'exec', ns, ...cmd], { env, reject: false, stdout: 'ignore', stderr: 'pipe' });
   procs.push(p);
   return p;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check().catch(() => false))) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
+interface Node {
+  name: string;
+  ns: string;
+  ip: string;
+  socket: string;
+}
+
 let adminEnv: Record<string, string> = {};
-const nsmctl = (args: string[], input?: string) =>
-  execa('node', [bin('src/cli/nsmctl.js'), ...args], { env: { ...adminEnv, NSM_CONNECT_TO: socket }, ...(input ? { input } : {}) });
+const nsmctl = (node: Node, args: string[], input?: string) =>
+  execa('node', [bin('src/cli/nsmctl.js'), ...args], { env: { ...adminEnv, NSM_CONNECT_TO: node.socket }, ...(input ? { input } : {}) });
 
 let tornDown = false;
 async function teardown(): Promise<void> {
@@ -88,95 +101,126 @@ async function teardown(): Promise<void> {
   say(`removed ${namespaces.length} namespaces and ${procs.length} processes`);
 }
 
+async function underlay(): Promise<Node[]> {
+  const ul = await netns('underlay');
+  await execa('ip', ['-n', ul, 'link', 'add', 'br0', 'type', 'bridge']);
+  await execa('ip', ['-n', ul, 'addr', 'add', `${UNDERLAY}.254/24`, 'dev', 'br0']);
+  await execa('ip', ['-n', ul, 'link', 'set', 'br0', 'up']);
+  const nodes: Node[] = [];
+  for (const i of [1, 2]) {
+    const ns = await netns(`node${i}`);
+    // Both ends are born in their namespaces: nothing of the demo ever appears in the root namespace.
+    await execa('ip', ['-n', ul, 'link', 'add', `n${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await execa('ip', ['-n', ul, 'link', 'set', `n${i}`, 'master', 'br0', 'up']);
+    await execa('ip', ['-n', ns, 'addr', 'add', `${UNDERLAY}.${i}/24`, 'dev', 'eth0']);
+    await execa('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    fs.mkdirSync(path.join(dir, `node${i}`));
+    nodes.push({ name: `node-${i}`, ns, ip: `${UNDERLAY}.${i}`, socket: `unix://${path.join(dir, `node${i}`, 'nsm.io.sock')}` });
+  }
+  const data = path.join(dir, 'etcd');
+  spawnIn(ul, ['etcd', '--name', 'demo', '--data-dir', data, '--listen-client-urls', `http://${ETCD}`, '--advertise-client-urls', `http://${ETCD}`,
+    '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'demo=http://127.0.0.1:2380',
+    '--heartbeat-interval', '10', '--election-timeout', '50', '--log-level', 'error', '--logger', 'zap'], {});
+  await waitFor('etcd', async () => (await execa('ip', ['netns', 'exec', ul, 'node', '-e', `fetch('http://${ETCD}/health').then(r=>r.text()).then(t=>process.exit(t.includes('true')?0:1),()=>process.exit(1))`], { reject: false })).exitCode === 0);
+  return nodes;
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces: run it as root');
-  step(`building namespaces (prefix nsmdemo-${tag}-)`);
-  const node = await netns('node');
-  const pods = { clientA: await netns('client-a'), clientB: await netns('client-b'), red: await netns('nse-red'), blue: await netns('nse-blue') };
-  say(`node ${node}; pods ${Object.values(pods).join(', ')}`);
-
   step(`starting an embedded SPIFFE issuer for trust domain ${TRUST_DOMAIN} (production uses a SPIRE agent)`);
   issuer = await EmbeddedIssuer.start({ trustDomain: TRUST_DOMAIN, stateDir: path.join(dir, 'issuer') });
   adminEnv = await identity(`spiffe://${TRUST_DOMAIN}/nsmesh/admin/nsmctl`);
   say('every hop below runs mutual TLS with X.509-SVIDs and signs its path segment (ES256 path tokens)');
 
-  step('starting nsmd in the node namespace');
-  const nsmd = spawnIn(node, bin('src/cli/nsmd.js'), {
-    ...(await identity(`spiffe://${TRUST_DOMAIN}/nsmesh/nsmd/demo-node`)),
-    NSM_LISTEN_ON: socket,
-    NSM_STATE_DIR: path.join(dir, 'state'),
-    NSM_NAME: 'nsmd-demo',
-    NODE_NAME: 'demo-node',
-    NSM_LOG_LEVEL: 'WARN',
-    NSM_CLEANUP_ON_EXIT: 'true',
-  });
-  await waitFor('nsmd', async () => {
-    if (nsmd.exitCode !== null) throw new Error('nsmd exited');
-    return fs.existsSync(`${dir}/nsm.io.sock`) && (await nsmctl(['get', 'services'])).exitCode === 0;
-  });
-  say(`nsmd serves ${socket}`);
+  step(`building two nodes on an underlay ${UNDERLAY}.0/24 (namespaces nsmdemo-${tag}-*) and etcd at ${ETCD}`);
+  const nodes = await underlay();
 
-  step('registering the NetworkService: frontend clients -> red endpoint, backend clients -> blue endpoint');
-  say(SERVICE.trimEnd().split('\n').map((l) => `    ${l}`).join('\n'));
-  await nsmctl(['apply', '-f', '-'], SERVICE);
-
-  step('starting two icmp-responder endpoints');
-  for (const [color, ns, cidr] of [['red', pods.red, '169.254.100.0/24'], ['blue', pods.blue, '169.254.200.0/24']] as const) {
-    spawnIn(ns, bin('examples/icmp-responder/main.js'), {
-      ...(await identity(podId(TRUST_DOMAIN, 'demo', `nse-${color}`))),
-      NSM_NAME: `nse-${color}`,
-      NSM_CONNECT_TO: socket,
-      NSM_SERVICE_NAMES: 'demo-icmp',
-      NSM_LABELS: `color:${color}`,
-      NSM_CIDR_PREFIX: cidr,
+  step('starting nsmd on each node (shared registry in etcd, remote API on port 5001)');
+  for (const node of nodes) {
+    const nsmd = spawnIn(node.ns, ['node', bin('src/cli/nsmd.js')], {
+      ...(await identity(`spiffe://${TRUST_DOMAIN}/nsmesh/nsmd/${node.name}`)),
+      NSM_NAME: `nsmd-${node.name}`,
+      NODE_NAME: node.name,
+      NSM_LISTEN_ON: node.socket,
+      NSM_REMOTE_LISTEN_ON: `tcp://${node.ip}:5001`,
+      NSM_REGISTRY_URL: `etcd://${ETCD}`,
+      NSM_STATE_DIR: path.join(dir, node.ns, 'state'),
       NSM_LOG_LEVEL: 'WARN',
+      NSM_CLEANUP_ON_EXIT: 'true',
     });
+    await waitFor(`nsmd on ${node.name}`, async () => {
+      if (nsmd.exitCode !== null) throw new Error(`nsmd on ${node.name} exited`);
+      return (await nsmctl(node, ['get', 'services'])).exitCode === 0;
+    });
+    say(`  nsmd-${node.name}: local API ${node.socket}, remote API tcp://${node.ip}:5001`);
   }
-  await waitFor('both endpoints to register', async () => {
-    const { stdout } = await nsmctl(['get', 'endpoints', '--output', 'json']);
+
+  step('registering the NetworkService: prefer the client\'s node, fall through to any endpoint');
+  say(indent(SERVICE));
+  await nsmctl(nodes[0]!, ['apply', '-f', '-'], SERVICE);
+
+  step('starting an icmp-responder endpoint pod on each node');
+  const endpoints: ResultPromise[] = [];
+  for (const [i, node] of nodes.entries()) {
+    const pod = await netns(`nse${i + 1}`);
+    endpoints.push(
+      spawnIn(pod, ['node', bin('examples/icmp-responder/main.js')], {
+        ...(await identity(podId(TRUST_DOMAIN, 'demo', `nse-${node.name}`))),
+        NSM_NAME: `nse-${node.name}`,
+        NSM_CONNECT_TO: node.socket,
+        NSM_SERVICE_NAMES: 'demo-icmp',
+        NSM_LABELS: `nodeName:${node.name},app:icmp`,
+        NSM_CIDR_PREFIX: `169.254.${100 * (i + 1)}.0/24`,
+        NSM_LOG_LEVEL: 'WARN',
+      }),
+    );
+  }
+  await waitFor('both endpoints in the shared registry', async () => {
+    const { stdout } = await nsmctl(nodes[0]!, ['get', 'endpoints', '--output', 'json']);
     return (JSON.parse(stdout) as unknown[]).length === 2;
   });
-  say((await nsmctl(['get', 'endpoints'])).stdout);
+  say(indent((await nsmctl(nodes[0]!, ['get', 'endpoints'])).stdout));
 
-  step('connecting the clients (nsc runs inside each client namespace)');
-  const conns: Connection[] = [];
-  for (const [app, ns] of [['frontend', pods.clientA], ['backend', pods.clientB]] as const) {
+  const connect = async (node: Node, client: string): Promise<{ conn: Connection; pod: string }> => {
+    const pod = await netns(client);
     const t0 = performance.now();
-    const r = await execa('ip', ['netns', 'exec', ns, 'node', bin('src/cli/nsc.js'), '--output', 'json'], {
-      env: {
-        ...(await identity(podId(TRUST_DOMAIN, 'demo', `client-${app}`))),
-        NSM_NAME: `client-${app}`,
-        NSM_CONNECT_TO: socket,
-        NSM_NETWORK_SERVICES: `kernel://demo-icmp/nsm0?app=${app}`,
-      },
+    const r = await execa('ip', ['netns', 'exec', pod, 'node', bin('src/cli/nsc.js'), '--output', 'json'], {
+      env: { ...(await identity(podId(TRUST_DOMAIN, 'demo', client))), NSM_NAME: client, NSM_CONNECT_TO: node.socket, NSM_NETWORK_SERVICES: 'kernel://demo-icmp/nsm0' },
     });
-    const [c] = JSON.parse(String(r.stdout)) as Connection[];
-    conns.push(c!);
-    say(`  ${app} client connected to ${c!.network_service_endpoint_name} (nsc process, start to finish: ${(performance.now() - t0).toFixed(0)} ms)`);
-  }
-  say(connectionsTable(conns));
-  say(`path of ${conns[0]!.id}: ${conns[0]!.path!.path_segments.map((s) => s.name).join(' -> ')} (each segment carries a token signed by its hop)`);
+    const [conn] = JSON.parse(String(r.stdout)) as Connection[];
+    say(`  ${client} on ${node.name} -> ${conn!.network_service_endpoint_name} (nsc process start to finish: ${(performance.now() - t0).toFixed(0)} ms)`);
+    say(`    path: ${conn!.path!.path_segments.map((s) => s.name).join(' -> ')}`);
+    return { conn: conn!, pod };
+  };
+  const prove = async ({ conn, pod }: { conn: Connection; pod: string }) => {
+    const dst = conn.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!;
+    const r = await execa('ip', ['netns', 'exec', pod, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '-I', 'nsm0', dst], { reject: false });
+    const link = await execa('ip', ['-n', pod, '-d', '-br', 'link', 'show', 'nsm0']);
+    say(`  ${conn.id}: ${String(r.stdout).split('\n').find((l) => l.includes('packets transmitted')) ?? ''} to ${dst}`);
+    say(`    nsm0 in ${pod}: ${String(link.stdout).trim()}`);
+    if (r.exitCode !== 0) throw new Error(`ping from ${pod} to ${dst} failed`);
+  };
 
-  step('proving traffic passes through the new interfaces');
-  for (const [c, ns] of [[conns[0]!, pods.clientA], [conns[1]!, pods.clientB]] as const) {
-    const dst = c.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!;
-    const r = await execa('ip', ['netns', 'exec', ns, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '-I', 'nsm0', dst], { reject: false });
-    const summary = String(r.stdout).split('\n').find((l) => l.includes('packets transmitted')) ?? '';
-    say(`  ${c.id} -> ${c.network_service_endpoint_name} ${dst}: ${summary}`);
-    if (r.exitCode !== 0) throw new Error(`ping from ${ns} to ${dst} failed`);
-  }
+  step('connecting a client on each node: each gets the endpoint of its own node (a veth pair)');
+  const local = [await connect(nodes[0]!, 'client-a'), await connect(nodes[1]!, 'client-b')];
+  say(connectionsTable(local.map((l) => l.conn)));
+  for (const l of local) await prove(l);
 
-  step('what nsmd built in the kernel');
-  for (const ns of Object.values(pods)) {
-    const r = await execa('ip', ['-n', ns, '-br', 'addr', 'show']);
-    const routes = await execa('ip', ['-n', ns, 'route', 'show']);
-    say(`  ${ns}:\n${String(r.stdout).split('\n').filter((l) => !l.startsWith('lo')).map((l) => `    ${l}`).join('\n')}`);
-    say(String(routes.stdout).split('\n').filter(Boolean).map((l) => `    route ${l}`).join('\n'));
-  }
+  step("stopping node 2's endpoint, then connecting another client on node 2: it falls through to node 1's endpoint over VXLAN");
+  endpoints[1]!.kill('SIGTERM');
+  await endpoints[1];
+  await waitFor("node 2's endpoint to leave the registry", async () => {
+    const { stdout } = await nsmctl(nodes[0]!, ['get', 'endpoints', '--output', 'json']);
+    return (JSON.parse(stdout) as unknown[]).length === 1;
+  });
+  const remote = await connect(nodes[1]!, 'client-c');
+  await prove(remote);
+  say(connectionsTable([remote.conn]));
 
-  step('closing the connections');
-  for (const c of conns) await nsmctl(['close', c.id]);
-  for (const ns of [pods.clientA, pods.clientB, pods.red, pods.blue]) {
+  step('closing every connection');
+  await nsmctl(nodes[0]!, ['close', local[0]!.conn.id]);
+  for (const c of [local[1]!, remote]) await nsmctl(nodes[1]!, ['close', c.conn.id]);
+  for (const ns of namespaces.filter((n) => /-(client|nse)/.test(n))) {
     const r = await execa('ip', ['-n', ns, '-o', 'link', 'show']);
     const left = String(r.stdout).split('\n').filter((l) => l && !/: lo:/.test(l));
     say(`  ${ns}: ${left.length === 0 ? 'no interfaces left' : `LEFT: ${left.join('; ')}`}`);
@@ -188,6 +232,10 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     void teardown().then(() => process.exit(130));
   });
 }
+// Output piped into a closed reader (`| head`) must not leave namespaces behind.
+process.stdout.on('error', () => {
+  void teardown().then(() => process.exit(1));
+});
 try {
   await main();
   await teardown();

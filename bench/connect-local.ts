@@ -16,18 +16,15 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiClient } from '../src/api/grpc.js';
 import { EmbeddedIssuer } from '../src/identity/issuer.js';
-import { signOwnSegment } from '../src/identity/outgoing.js';
 import { podId } from '../src/identity/spiffe-id.js';
 import { sourceTransport, type Transport } from '../src/identity/transport.js';
-import type { Connection, DeepPartial, NetworkServiceRequest } from '../src/api/types.js';
-import { inodeUrlOf } from '../src/dataplane/netns.js';
+import type { Connection } from '../src/api/types.js';
 import { Child } from './lib/child.js';
 import { BenchNamespaces, linksIn, sweepStale, type Netns } from './lib/netns.js';
 import { PTP, runPtpCycles, type PtpCyclesResult, type PtpCyclesSpec } from './lib/ptp.js';
+import { errorText, grouped, names, timedRequest, type Timed } from './lib/requests.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
 import { FatalError, mapLimit, waitFor, withDeadline } from './lib/wait.js';
 
@@ -156,18 +153,7 @@ class NsmdLog {
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-function errorText(e: unknown): string {
-  const se = e as Partial<ServiceError>;
-  if (typeof se.code === 'number') return `${status[se.code] ?? se.code}: ${se.details ?? se.message}`;
-  return (e as Error).message ?? String(e);
-}
 
-/** Identical messages counted, most frequent first, so a thousand failures read as a few lines. */
-function grouped(messages: string[]): string[] {
-  const counts = new Map<string, number>();
-  for (const m of messages) counts.set(m, (counts.get(m) ?? 0) + 1);
-  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([m, n]) => `${n} x ${m}`);
-}
 
 function requireEnvironment(): void {
   if (process.getuid?.() !== 0) {
@@ -359,40 +345,7 @@ async function startMesh(nss: BenchNamespaces, baseTmp: string, secure: boolean)
   return { client, transport, nsmd, log, cli, nse, service };
 }
 
-function kernelRequest(mesh: Mesh, id: string, ifname: string): DeepPartial<NetworkServiceRequest> {
-  return {
-    connection: {
-      id,
-      network_service: mesh.service,
-      labels: {},
-      path: { index: 0, path_segments: [{ name: 'nsmb-client', id }] },
-    },
-    mechanism_preferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: ifname, inodeURL: inodeUrlOf(mesh.cli.path) } }],
-  };
-}
 
-interface Timed {
-  ms: number;
-  conn?: Connection;
-  error?: string;
-}
-
-/** Only the Request round trip is timed: from the call to the answer, as the client sees it. */
-async function timedRequest(mesh: Mesh, id: string, ifname: string, timeoutMs: number): Promise<Timed> {
-  const t0 = performance.now();
-  try {
-    const req = kernelRequest(mesh, id, ifname);
-    const metadata = mesh.transport ? await signOwnSegment(mesh.transport, mesh.client, req.connection!, 600_000, timeoutMs) : undefined;
-    const conn = await mesh.client.unary('Request', req, { timeoutMs, ...(metadata ? { metadata } : {}) });
-    return { ms: performance.now() - t0, conn };
-  } catch (e) {
-    return { ms: performance.now() - t0, error: errorText(e) };
-  }
-}
-
-/** Interface names: 'n' + tag + phase letter + index, at most 10 characters (the kernel allows 15). */
-const names = (tag: string, phase: string, n: number) =>
-  Array.from({ length: n }, (_, i) => ({ id: `${tag}-${phase}-${i}`, ifname: `n${tag}${phase}${i}` }));
 
 function requireAllOk(phase: string, results: Timed[], mesh: Mesh): Connection[] {
   const failed = results.filter((r) => r.error).map((r) => r.error!);

@@ -15,19 +15,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiClient } from '../src/api/grpc.js';
-import type { Connection, DeepPartial, NetworkServiceRequest } from '../src/api/types.js';
-import { inodeUrlOf } from '../src/dataplane/netns.js';
+import type { Connection } from '../src/api/types.js';
 import { VXLAN_PORT, vxlanMtu } from '../src/dataplane/vxlan/mtu.js';
 import { EmbeddedIssuer } from '../src/identity/issuer.js';
-import { signOwnSegment } from '../src/identity/outgoing.js';
 import { podId } from '../src/identity/spiffe-id.js';
 import { sourceTransport, type Transport } from '../src/identity/transport.js';
 import { Child } from './lib/child.js';
 import { Cleanups } from './lib/cleanup.js';
 import { runIperfClient, startIperfServer, type IperfResult } from './lib/iperf.js';
 import { BenchNamespaces, linksIn, sweepStale, type Netns } from './lib/netns.js';
+import { errorText, grouped, names, timedRequest, type Timed } from './lib/requests.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
 import { createUnderlay, killStaleNamespaceProcesses, pingFrom, startEtcdIn, startNsmdOnNode, type NodeNsmd, type Underlay } from './lib/underlay.js';
 import { createHandVxlan, vxlanDifferences, vxlanLinks } from './lib/vxlan.js';
@@ -61,18 +59,7 @@ cleanups.onSignals();
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-function errorText(e: unknown): string {
-  const se = e as Partial<ServiceError>;
-  if (typeof se.code === 'number') return `${status[se.code] ?? se.code}: ${se.details ?? se.message}`;
-  return (e as Error).message ?? String(e);
-}
 
-/** Identical messages counted, most frequent first, so two hundred failures read as a few lines. */
-function grouped(messages: string[]): string[] {
-  const counts = new Map<string, number>();
-  for (const m of messages) counts.set(m, (counts.get(m) ?? 0) + 1);
-  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([m, n]) => `${n} x ${m}`);
-}
 
 function requireEnvironment(): void {
   if (process.getuid?.() !== 0) {
@@ -163,36 +150,7 @@ async function startMesh(nss: BenchNamespaces, tmp: string): Promise<Mesh> {
   return { ul, nsmd: [near, far], endpoint, client, transport, cli, nse, service };
 }
 
-function kernelRequest(mesh: Mesh, id: string, ifname: string): DeepPartial<NetworkServiceRequest> {
-  return {
-    connection: {
-      id,
-      network_service: mesh.service,
-      labels: {},
-      path: { index: 0, path_segments: [{ name: 'nsmb-client', id }] },
-    },
-    mechanism_preferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: ifname, inodeURL: inodeUrlOf(mesh.cli.path) } }],
-  };
-}
 
-interface Timed {
-  ms: number;
-  conn?: Connection;
-  error?: string;
-}
-
-/** The Request round trip as the client sees it, signing its own path segment included. */
-async function timedRequest(mesh: Mesh, id: string, ifname: string): Promise<Timed> {
-  const t0 = performance.now();
-  try {
-    const req = kernelRequest(mesh, id, ifname);
-    const metadata = await signOwnSegment(mesh.transport, mesh.client, req.connection!, 600_000, REQUEST_TIMEOUT_MS);
-    const conn = await mesh.client.unary('Request', req, { timeoutMs: REQUEST_TIMEOUT_MS, metadata });
-    return { ms: performance.now() - t0, conn };
-  } catch (e) {
-    return { ms: performance.now() - t0, error: errorText(e) };
-  }
-}
 
 async function timedClose(mesh: Mesh, conn: Connection): Promise<Timed> {
   const t0 = performance.now();
@@ -203,10 +161,6 @@ async function timedClose(mesh: Mesh, conn: Connection): Promise<Timed> {
     return { ms: performance.now() - t0, error: errorText(e) };
   }
 }
-
-/** Interface names: 'n' + tag + phase letter + index, at most 10 characters (the kernel allows 15). */
-const names = (tag: string, phase: string, n: number) =>
-  Array.from({ length: n }, (_, i) => ({ id: `${tag}-${phase}-${i}`, ifname: `n${tag}${phase}${i}` }));
 
 function failuresOf(what: string, results: Timed[], mesh: Mesh): string[] {
   const failed = results.filter((r) => r.error).map((r) => r.error!);
@@ -229,7 +183,7 @@ async function setupLatency(mesh: Mesh, tag: string, m: Metrics): Promise<string
   // The first Requests pay for the node-to-node TLS channel, the endpoint's channel and the netns sockets:
   // one-off costs, not per-connection ones.
   const warm: Timed[] = [];
-  for (const r of names(tag, 'w', WARMUP)) warm.push(await timedRequest(mesh, r.id, r.ifname));
+  for (const r of names(tag, 'w', WARMUP)) warm.push(await timedRequest(mesh, r.id, r.ifname, REQUEST_TIMEOUT_MS));
   const warmFailed = failuresOf('warm-up Requests', warm, mesh);
   if (warmFailed.length) throw new Error(warmFailed.join('\n'));
   for (const r of warm) failures.push(...failuresOf('warm-up Closes', [await timedClose(mesh, r.conn!)], mesh));
@@ -238,7 +192,7 @@ async function setupLatency(mesh: Mesh, tag: string, m: Metrics): Promise<string
   const seq: Timed[] = [];
   for (const r of names(tag, 's', SEQ_N)) {
     stopIfInterrupted();
-    seq.push(await timedRequest(mesh, r.id, r.ifname));
+    seq.push(await timedRequest(mesh, r.id, r.ifname, REQUEST_TIMEOUT_MS));
   }
   stopIfInterrupted();
   const ok = seq.filter((r) => r.conn);
@@ -273,7 +227,7 @@ async function throughput(nss: BenchNamespaces, mesh: Mesh, m: Metrics): Promise
   const [node0, node1] = mesh.ul.nodes as [Underlay['nodes'][0], Underlay['nodes'][0]];
 
   const meshIf = `n${tag}t`;
-  const t = await timedRequest(mesh, `${tag}-tput`, meshIf);
+  const t = await timedRequest(mesh, `${tag}-tput`, meshIf, REQUEST_TIMEOUT_MS);
   if (!t.conn) throw new Error(`the throughput connection failed: ${t.error}`);
   const conn = t.conn;
   let closed = false;

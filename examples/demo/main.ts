@@ -14,6 +14,7 @@ import type { Connection } from '../../src/api/types.js';
 import { connectionsTable } from '../../src/cli/connection-view.js';
 import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
+import { FatalError, waitFor } from '../../src/util/wait-for.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -69,13 +70,6 @@ function spawnIn(ns: string, cmd: string[], env: Record<string, string>): Result
   return p;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 interface Node {
   name: string;
@@ -121,7 +115,7 @@ async function underlay(): Promise<Node[]> {
   spawnIn(ul, ['etcd', '--name', 'demo', '--data-dir', data, '--listen-client-urls', `http://${ETCD}`, '--advertise-client-urls', `http://${ETCD}`,
     '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'demo=http://127.0.0.1:2380',
     '--heartbeat-interval', '10', '--election-timeout', '50', '--log-level', 'error', '--logger', 'zap'], {});
-  await waitFor('etcd', async () => (await execa('ip', ['netns', 'exec', ul, 'node', '-e', `fetch('http://${ETCD}/health').then(r=>r.text()).then(t=>process.exit(t.includes('true')?0:1),()=>process.exit(1))`], { reject: false })).exitCode === 0);
+  await waitFor('etcd', async () => (await execa('ip', ['netns', 'exec', ul, 'node', '-e', `fetch('http://${ETCD}/health').then(r=>r.text()).then(t=>process.exit(t.includes('true')?0:1),()=>process.exit(1))`], { reject: false })).exitCode === 0, 15_000);
   return nodes;
 }
 
@@ -149,7 +143,7 @@ async function main(): Promise<void> {
       NSM_CLEANUP_ON_EXIT: 'true',
     });
     await waitFor(`nsmd on ${node.name}`, async () => {
-      if (nsmd.exitCode !== null) throw new Error(`nsmd on ${node.name} exited`);
+      if (nsmd.exitCode !== null) throw new FatalError(`nsmd on ${node.name} exited`);
       return (await nsmctl(node, ['get', 'services'])).exitCode === 0;
     });
     say(`  nsmd-${node.name}: local API ${node.socket}, remote API tcp://${node.ip}:5001`);

@@ -68,6 +68,15 @@ async function idOfAsync(path: string): Promise<string | undefined> {
   }
 }
 
+function idOfSync(path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}/${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
 const CACHE_MAX = 4096;
 const cache = new Map<string, string>();
 
@@ -98,7 +107,9 @@ export async function resolveInodeUrl(url: string): Promise<string> {
   const want = `${id.dev}/${id.ino}`;
   const cached = cache.get(want);
   if (cached !== undefined) {
-    if ((await idOfAsync(cached)) === want) return cached;
+    // One stat of a /proc or /var/run/netns entry takes microseconds; done synchronously it saves a
+    // thread-pool round trip on every Request.
+    if (idOfSync(cached) === want) return cached;
     cache.delete(want);
   }
   const found = await scan(want);

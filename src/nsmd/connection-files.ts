@@ -13,6 +13,7 @@ export class ConnectionFiles<T> {
   private readonly mutex = new KeyedMutex();
   private readonly latest = new Map<string, T | null>();
   private readonly pending = new Set<Promise<void>>();
+  private dirReady: Promise<unknown> | undefined;
 
   constructor(
     readonly dir: string,
@@ -75,7 +76,8 @@ export class ConnectionFiles<T> {
   }
 
   private async write(id: string, v: T): Promise<void> {
-    await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // Once per run, not per write: the directory is nsmd's own.
+    await (this.dirReady ??= fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 }));
     const f = this.file(id);
     const tmp = `${f}.tmp`;
     await fs.promises.writeFile(tmp, JSON.stringify(v), { mode: 0o600 });

@@ -19,7 +19,9 @@ import { cleanupNetns, createNetns, ping, tag, type Netns } from '../helpers/net
 import { waitFor } from '../helpers/wait.js';
 
 const ROTATE_MS = 1000;
-configureIssuer({ svidTtlMs: 2500, rotateAfterMs: ROTATE_MS });
+// Short enough that the certificates the live connections were made with expire during the test, long
+// enough that a token is never used within a second of its expiry on a loaded machine.
+configureIssuer({ svidTtlMs: 3500, rotateAfterMs: ROTATE_MS });
 
 let nsmd: NsmdProc;
 let dp: Dataplane;
@@ -76,13 +78,13 @@ it('keeps refreshing across SVID rotations without reconnecting or touching the 
   const serials = new Set([source.svid().serial]);
   source.on('update', () => serials.add(source.svid().serial));
   let refreshes = 0;
-  // Refresh continuously until this client has been given three SVIDs after the first (the other parties
-  // rotate on the same clock), then once more.
-  await waitFor('three SVID rotations while refreshing', async () => {
+  // Refresh continuously until this client has been given five SVIDs after the first (the other parties
+  // rotate on the same clock, and the first certificates have expired by then), then once more.
+  await waitFor('five SVID rotations while refreshing', async () => {
     conn = await refresh(conn);
     refreshes++;
-    return serials.size >= 4;
-  }, 15 * ROTATE_MS, 100);
+    return serials.size >= 6;
+  }, 20 * ROTATE_MS, 100);
   conn = await refresh(conn);
 
   watching = false;

@@ -29,5 +29,12 @@ export interface Registry {
   findEndpoints(template: NetworkServiceEndpoint): Promise<NetworkServiceEndpoint[]>;
   watchEndpoints(template: NetworkServiceEndpoint, onEvent: (e: NseEvent) => void): Unsubscribe;
 
+  /**
+   * Like findServices/findEndpoints, for the Request path: may answer from a local copy kept current by a
+   * watch (a shared registry would otherwise cost a round trip per Request), so a change may show a moment late.
+   */
+  lookupServices(template: NetworkService): Promise<NetworkService[]>;
+  lookupEndpoints(template: NetworkServiceEndpoint): Promise<NetworkServiceEndpoint[]>;
+
   close(): Promise<void>;
 }

@@ -20,24 +20,24 @@ export function discover(registry: Registry): Element<NsmdRequestState, NsmdClos
       const conn = st.request.connection;
       if (st.existing) {
         const { name, url } = st.existing.endpoint;
-        const [current] = await registry.findEndpoints(nseTemplate({ name }));
+        const [current] = await registry.lookupEndpoints(nseTemplate({ name }));
         st.candidates = [current ?? nseTemplate({ name, url })];
         return next.request(st);
       }
       if (conn.network_service_endpoint_name) {
-        const named = await registry.findEndpoints(nseTemplate({ name: conn.network_service_endpoint_name }));
+        const named = await registry.lookupEndpoints(nseTemplate({ name: conn.network_service_endpoint_name }));
         if (named.length === 0) {
           throw notFound(`network service endpoint "${conn.network_service_endpoint_name}" is not registered (or its registration expired)`);
         }
         st.candidates = named;
         return next.request(st);
       }
-      const [ns] = await registry.findServices(nsTemplate({ name: conn.network_service }));
+      const [ns] = await registry.lookupServices(nsTemplate({ name: conn.network_service }));
       if (!ns) {
         throw notFound(`network service "${conn.network_service}" is not found: register it first (nsmctl apply -f <service.yaml>)`);
       }
       if (!conn.payload) conn.payload = ns.payload;
-      const nses = await registry.findEndpoints(nseTemplate({ network_service_names: [ns.name] }));
+      const nses = await registry.lookupEndpoints(nseTemplate({ network_service_names: [ns.name] }));
       const matched = matchEndpoints(conn.labels, ns, nses);
       if (matched.length === 0) throw noCandidate(ns.name, conn.labels, nses);
       st.candidates = matched;

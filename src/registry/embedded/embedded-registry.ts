@@ -93,6 +93,15 @@ export class EmbeddedRegistry implements Registry {
     this.deps.persistence?.schedule();
   }
 
+  /** The embedded registry is local memory already: a lookup is a find. */
+  lookupServices(template: NetworkService): Promise<NetworkService[]> {
+    return this.findServices(template);
+  }
+
+  lookupEndpoints(template: NetworkServiceEndpoint): Promise<NetworkServiceEndpoint[]> {
+    return this.findEndpoints(template);
+  }
+
   async findServices(template: NetworkService): Promise<NetworkService[]> {
     this.assertOpen();
     return this.matchingServices(nsCodec().normalize(template)).map((ns) => structuredClone(ns));

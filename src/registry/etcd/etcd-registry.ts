@@ -82,6 +82,12 @@ export class EtcdRegistry implements Registry {
   private readonly prefix: Buffer;
   private incarnation: string | undefined;
   private watch: PrefixWatch | undefined;
+  /**
+   * While the prefix watch is up, the mirror is at most a watch event behind etcd, and the Request path's
+   * lookups read it (a map lookup) instead of paying an etcd round trip, as upstream's nsmgr caches its
+   * registry. Find (the registry API) always reads etcd; so do lookups while the watch is down.
+   */
+  private mirrorLive = false;
   private closed = false;
 
   constructor(
@@ -110,6 +116,8 @@ export class EtcdRegistry implements Registry {
         this.client.kv.put({ key: this.key(SERVICES, ns.name), value }, o),
       );
       this.ownServices.set(ns.name, { value, revision: BigInt(res.header.revision) });
+      // This instance reads its own writes at once, not when the watch event arrives.
+      this.mirror.setService(ns.name, value);
     });
     return structuredClone(ns);
   }
@@ -122,6 +130,7 @@ export class EtcdRegistry implements Registry {
       await this.etcd.call(`delete network service ${JSON.stringify(name)}`, (o) =>
         this.client.kv.deleteRange({ key: this.key(SERVICES, name) }, o),
       );
+      this.mirror.deleteService(name);
     });
   }
 
@@ -163,6 +172,7 @@ export class EtcdRegistry implements Registry {
       const expiresAtMs = endpointExpiryMs(nse);
       const { leaseId, revision } = await this.putWithLease(key, value, expiresAtMs, what);
       this.ownEndpoints.set(name, { value, expiresAtMs, leaseId, revision });
+      this.mirror.setEndpoint(name, value);
       return structuredClone(nse);
     });
   }
@@ -174,9 +184,20 @@ export class EtcdRegistry implements Registry {
       const res = await this.etcd.call(`delete network service endpoint ${JSON.stringify(name)}`, (o) =>
         this.client.kv.deleteRange({ key: this.key(ENDPOINTS, name), prev_kv: true }, o),
       );
+      this.mirror.deleteEndpoint(name);
       const lease = res.prev_kvs?.[0]?.lease;
       if (lease && lease !== '0') await this.revokeQuietly(lease);
     });
+  }
+
+  lookupServices(template: NetworkService): Promise<NetworkService[]> {
+    this.assertOpen();
+    return this.mirrorLive ? Promise.resolve(this.mirror.listServices(normalizeService(template))) : this.findServices(template);
+  }
+
+  lookupEndpoints(template: NetworkServiceEndpoint): Promise<NetworkServiceEndpoint[]> {
+    this.assertOpen();
+    return this.mirrorLive ? Promise.resolve(this.mirror.listEndpoints(normalizeEndpoint(template))) : this.findEndpoints(template);
   }
 
   async findEndpoints(template: NetworkServiceEndpoint): Promise<NetworkServiceEndpoint[]> {
@@ -305,6 +326,7 @@ export class EtcdRegistry implements Registry {
       this.assertOpen();
     }
     this.watch = watch;
+    this.mirrorLive = true;
     return watch;
   }
 
@@ -313,6 +335,7 @@ export class EtcdRegistry implements Registry {
     let current = watch;
     while (!this.closed) {
       const reason = await current.broken;
+      this.mirrorLive = false;
       if (this.closed) return;
       this.logger.warn({ err: reason }, 'etcd registry watch lost; resyncing once etcd answers');
       const next = await this.reestablish();

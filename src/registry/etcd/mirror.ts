@@ -58,6 +58,17 @@ export class RegistryMirror {
     return this.nseWatchers.subscribe((e) => matchNetworkServiceEndpoint(template, e.nse), onEvent, initial);
   }
 
+  /** The mirrored services matching `template`, as copies. */
+  listServices(template: NetworkService): NetworkService[] {
+    return [...this.services.values()].filter((s) => matchNetworkService(template, s.ns)).map((s) => structuredClone(s.ns));
+  }
+
+  /** The mirrored, unexpired endpoints matching `template`, as copies. */
+  listEndpoints(template: NetworkServiceEndpoint): NetworkServiceEndpoint[] {
+    this.sweep();
+    return [...this.endpoints.values()].filter((s) => matchNetworkServiceEndpoint(template, s.nse)).map((s) => structuredClone(s.nse));
+  }
+
   setService(name: string, value: Buffer): void {
     if (this.closed) return;
     const current = this.services.get(name);

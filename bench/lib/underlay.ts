@@ -8,6 +8,7 @@
  * output can tell them apart): node i has .<i+1>, the underlay namespace itself .254, where etcd listens.
  */
 import { execFile, spawn } from 'node:child_process';
+import { etcdArgs } from '../../src/lab/etcd-args.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -95,18 +96,7 @@ export async function startEtcdIn(nss: BenchNamespaces, cleanups: Cleanups, host
   const peerUrl = 'http://127.0.0.1:2380';
   const child = new Child('etcd', 'ip', [
     'netns', 'exec', host.name, 'etcd',
-    '--name', 'underlay',
-    '--data-dir', dataDir,
-    '--listen-client-urls', clientUrl,
-    '--advertise-client-urls', clientUrl,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `underlay=${peerUrl}`,
-    '--initial-cluster-state', 'new',
-    '--heartbeat-interval', '10',
-    '--election-timeout', '50',
-    '--log-level', 'warn',
-    '--logger', 'zap',
+    ...etcdArgs({ name: 'underlay', dataDir, clientUrl, peerUrl }),
   ], {});
   nss.adopt(child.proc.pid);
   cleanups.push(() => child.stop());

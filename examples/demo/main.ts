@@ -15,6 +15,7 @@ import { connectionsTable } from '../../src/cli/connection-view.js';
 import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
+import { etcdArgs } from '../../src/lab/etcd-args.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -112,9 +113,7 @@ async function underlay(): Promise<Node[]> {
     nodes.push({ name: `node-${i}`, ns, ip: `${UNDERLAY}.${i}`, socket: `unix://${path.join(dir, `node${i}`, 'nsm.io.sock')}` });
   }
   const data = path.join(dir, 'etcd');
-  spawnIn(ul, ['etcd', '--name', 'demo', '--data-dir', data, '--listen-client-urls', `http://${ETCD}`, '--advertise-client-urls', `http://${ETCD}`,
-    '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'demo=http://127.0.0.1:2380',
-    '--heartbeat-interval', '10', '--election-timeout', '50', '--log-level', 'error', '--logger', 'zap'], {});
+  spawnIn(ul, ['etcd', ...etcdArgs({ name: 'demo', dataDir: data, clientUrl: `http://${ETCD}`, peerUrl: 'http://127.0.0.1:2380', logLevel: 'error' })], {});
   await waitFor('etcd', async () => (await execa('ip', ['netns', 'exec', ul, 'node', '-e', `fetch('http://${ETCD}/health').then(r=>r.text()).then(t=>process.exit(t.includes('true')?0:1),()=>process.exit(1))`], { reject: false })).exitCode === 0, 15_000);
   return nodes;
 }

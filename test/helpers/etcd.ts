@@ -6,6 +6,7 @@
  * leaves one behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { etcdArgs } from '../../src/lab/etcd-args.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -106,20 +107,15 @@ function member(
   const { dataDir } = spec;
   const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
   const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
-  const args = [
-    '--name', spec.name,
-    '--data-dir', dataDir,
-    '--listen-client-urls', clientUrl,
-    '--advertise-client-urls', clientUrl,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', all.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(','),
-    '--initial-cluster-state', 'new',
-    '--heartbeat-interval', String(timers.heartbeatMs),
-    '--election-timeout', String(timers.electionMs),
-    '--log-level', 'warn',
-    '--logger', 'zap',
-  ];
+  const args = etcdArgs({
+    name: spec.name,
+    dataDir,
+    clientUrl,
+    peerUrl,
+    initialCluster: all.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(','),
+    heartbeatMs: timers.heartbeatMs,
+    electionMs: timers.electionMs,
+  });
 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();

@@ -12,6 +12,7 @@
  * afterAll, which removes every namespace with the run's tag).
  */
 import fs from 'node:fs';
+import { etcdArgs } from '../../src/lab/etcd-args.js';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -245,21 +246,7 @@ export async function startEtcdIn(ul: Underlay): Promise<UnderlayEtcd> {
   const dataDir = path.join(base, 'data');
   const clientUrl = `http://${host.ip}:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
-  const args = [
-    'etcd',
-    '--name', 'underlay',
-    '--data-dir', dataDir,
-    '--listen-client-urls', clientUrl,
-    '--advertise-client-urls', clientUrl,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `underlay=${peerUrl}`,
-    '--initial-cluster-state', 'new',
-    '--heartbeat-interval', '10',
-    '--election-timeout', '50',
-    '--log-level', 'warn',
-    '--logger', 'zap',
-  ];
+  const args = ['etcd', ...etcdArgs({ name: 'underlay', dataDir, clientUrl, peerUrl })];
 
   let current: NsProc | undefined;
   const server: UnderlayEtcd = {

@@ -93,6 +93,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     closeConnection(id, 'not refreshed before expiry').catch((e: unknown) => log.error({ conn: id, err: messageOf(e) }, 'expiry close failed'));
   });
 
+  const roundRobin = new RoundRobin();
   // The same chain serves local clients (KERNEL) and other nodes' nsmd (VXLAN, remote API only).
   const chainFor = (remote: boolean) => compose<NsmdRequestState, NsmdCloseState>([
     updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
@@ -114,7 +115,6 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     plumb(dataplane, store, routing, cfg.mtu),
     connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing),
   ]);
-  const roundRobin = new RoundRobin();
   chain = chainFor(false);
   const remoteChain = chainFor(true);
   const peers = new PeerMonitor(store, transport, (r) => !r.endpoint.url.startsWith('unix:'), closeRecord, log);
@@ -122,7 +122,8 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   // An endpoint that leaves the registry (unregistered or expired) takes its connections down with it.
   const unwatch = registry.watchEndpoints(messageCodec('registry.NetworkServiceEndpoint').normalize({}), (e) => {
     if (!e.deleted) return;
-    clients.forget(e.nse.url);
+    // Only an endpoint's own socket; a peer nsmd's channel (a published URL) still serves its other endpoints.
+    if (e.nse.url.startsWith('unix:')) clients.forget(e.nse.url);
     for (const rec of store.all()) if (rec.endpoint.name === e.nse.name) store.setState(rec.id, 'DOWN');
   });
 

@@ -12,10 +12,15 @@ export interface PlumbedEnd {
 
 /** A VXLAN tunnel's parameters as both nodes agreed them. */
 export interface Tunnel {
+  type: 'VXLAN' | 'WIREGUARD';
   localIp: string;
   remoteIp: string;
+  /** VXLAN only. */
   vni: number;
+  /** VXLAN: the UDP port of both ends; WireGuard: this end's listen port. */
   port: number;
+  /** WireGuard: the peer's listen port. */
+  peerPort?: number;
 }
 
 /**

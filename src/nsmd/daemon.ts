@@ -31,7 +31,8 @@ import { parseList } from '../util/labels.js';
 import { parseSocketUrl } from '../api/grpc.js';
 import { LocalEndpoints } from './local-endpoints.js';
 import { PeerMonitor } from './peer-monitor.js';
-import type { Routing } from './chain/routing.js';
+import type { RemoteMechanism, Routing } from './chain/routing.js';
+import { WireguardTunnels } from './chain/wireguard-tunnels.js';
 import { ConnectionStore, type ConnectionRecord } from './connection-store.js';
 import { monitorHandlers } from './monitor-server.js';
 import { networkServiceHandlers } from './network-service-server.js';
@@ -94,6 +95,13 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   });
 
   const roundRobin = new RoundRobin();
+  // wireguard-go is supervised only once a WireGuard connection needs it.
+  let wireguard: WireguardTunnels | undefined;
+  const tunnels = () => {
+    if (!wireguard) throw new Error('WireGuard is not ready');
+    return wireguard;
+  };
+  if (routing.mechanisms.includes('WIREGUARD')) wireguard = await WireguardTunnels.start(log, (connId) => store.setState(connId, 'DOWN'));
   // The same chain serves local clients (KERNEL) and other nodes' nsmd (VXLAN, remote API only).
   const chainFor = (remote: boolean) => compose<NsmdRequestState, NsmdCloseState>([
     updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
@@ -109,11 +117,11 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
     track(store),
     clientInfo({ nodeName: cfg.nodeName, clusterName: cfg.clusterName }),
-    clientMechanism(dataplane, remote),
+    clientMechanism(dataplane, remote ? routing.mechanisms : []),
     discover(registry),
     select(roundRobin),
-    plumb(dataplane, store, routing, cfg.mtu),
-    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing),
+    plumb(dataplane, store, routing, cfg.mtu, tunnels),
+    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing, () => tunnels().offer()),
   ]);
   chain = chainFor(false);
   const remoteChain = chainFor(true);
@@ -185,6 +193,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
       await routing.localEndpoints.flush();
       clients.close();
       await registry.close();
+      await wireguard?.close();
       await dataplane.close();
       transport.close();
     },
@@ -202,7 +211,12 @@ async function routingOf(cfg: NsmdConfig, log: Logger): Promise<Routing> {
     ownUrl = cfg.remoteListenOn;
   }
   const tunnelIp = cfg.tunnelIp || (ownUrl ? parseSocketUrl(ownUrl).target.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : undefined);
-  return { ownUrl, tunnelIp, vxlanPort: cfg.vxlanPort, localEndpoints: await LocalEndpoints.open(cfg.stateDir, log) };
+  const mechanisms = parseList(cfg.mechanismPriority).map((m) => m.toUpperCase());
+  const unknown = mechanisms.filter((m) => m !== 'VXLAN' && m !== 'WIREGUARD');
+  if (unknown.length || mechanisms.length === 0) {
+    throw new Error(`NSM_MECHANISM_PRIORITY "${cfg.mechanismPriority}": expected a comma list of VXLAN and WIREGUARD`);
+  }
+  return { ownUrl, tunnelIp, vxlanPort: cfg.vxlanPort, mechanisms: mechanisms as RemoteMechanism[], localEndpoints: await LocalEndpoints.open(cfg.stateDir, log) };
 }
 
 /**

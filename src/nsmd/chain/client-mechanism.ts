@@ -10,6 +10,7 @@ import { invalidArgument, notFound } from '../../util/errors.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 
 export const VxlanParam = { SRC_IP: 'src_ip', DST_IP: 'dst_ip', SRC_PORT: 'src_port', DST_PORT: 'dst_port', VNI: 'vni', MTU: 'MTU' } as const;
+export const WireguardParam = { SRC_PUBLIC_KEY: 'src_public_key', DST_PUBLIC_KEY: 'dst_public_key' } as const;
 
 /**
  * The mechanism the caller offers, checked before anything is discovered or plumbed so that a bad Request
@@ -17,17 +18,25 @@ export const VxlanParam = { SRC_IP: 'src_ip', DST_IP: 'dst_ip', SRC_PORT: 'src_p
  * must be valid and free there. Another node's nsmd (on the remote API only) offers VXLAN with its tunnel
  * address.
  */
-export function clientMechanism(dataplane: Dataplane, acceptTunnels: boolean): Element<NsmdRequestState, NsmdCloseState> {
+export function clientMechanism(dataplane: Dataplane, acceptTunnels: readonly string[]): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'client-mechanism',
     async request(st, next) {
       const conn = st.request.connection;
       const mech = pick(st.request.mechanism_preferences, conn.mechanism, acceptTunnels);
       st.mtu = conn.context?.MTU || undefined;
-      if (mech.type === MechanismType.VXLAN) {
+      if (mech.type === MechanismType.VXLAN || mech.type === MechanismType.WIREGUARD) {
         const srcIp = mech.parameters[VxlanParam.SRC_IP] ?? '';
-        if (!parseIp(srcIp)) throw invalidArgument(`VXLAN mechanism: src_ip "${srcIp}" is not an IP address`);
-        st.incomingTunnel = { srcIp, srcPort: Number(mech.parameters[VxlanParam.SRC_PORT]) || 4789 };
+        if (!parseIp(srcIp)) throw invalidArgument(`${mech.type} mechanism: src_ip "${srcIp}" is not an IP address`);
+        if (mech.type === MechanismType.VXLAN) {
+          st.incomingTunnel = { type: 'VXLAN', srcIp, srcPort: Number(mech.parameters[VxlanParam.SRC_PORT]) || 4789 };
+        } else {
+          const srcPort = Number(mech.parameters[VxlanParam.SRC_PORT]);
+          const srcPublicKey = mech.parameters[WireguardParam.SRC_PUBLIC_KEY] ?? '';
+          if (!Number.isInteger(srcPort) || srcPort < 1 || srcPort > 65535) throw invalidArgument('WIREGUARD mechanism: src_port is not a port');
+          if (!/^[A-Za-z0-9+/]{43}=$/.test(srcPublicKey)) throw invalidArgument('WIREGUARD mechanism: src_public_key is not a base64 WireGuard key');
+          st.incomingTunnel = { type: 'WIREGUARD', srcIp, srcPort, srcPublicKey };
+        }
         return next.request(st);
       }
       const ifname = mech.parameters[KernelParam.NAME] || generatedName(conn.id);
@@ -60,15 +69,16 @@ export function clientMechanism(dataplane: Dataplane, acceptTunnels: boolean): E
   };
 }
 
-function pick(prefs: Mechanism[], current: Mechanism | null, acceptTunnels: boolean): Mechanism {
-  const usable = (m: Mechanism) => m.type === MechanismType.KERNEL || (acceptTunnels && m.type === MechanismType.VXLAN);
+/** The caller's order of preference wins among the mechanisms this API accepts. */
+function pick(prefs: Mechanism[], current: Mechanism | null, acceptTunnels: readonly string[]): Mechanism {
+  const usable = (m: Mechanism) => m.type === MechanismType.KERNEL || acceptTunnels.includes(m.type);
   if (current && usable(current)) return current;
   const m = prefs.find(usable);
   if (m) return m;
   const offered = prefs.map((p) => p.type).join(', ') || 'none';
   throw invalidArgument(
-    acceptTunnels
-      ? `no supported mechanism offered (offered: ${offered}); this remote API serves VXLAN (REMOTE) and KERNEL`
+    acceptTunnels.length
+      ? `no supported mechanism offered (offered: ${offered}); this node accepts ${acceptTunnels.join(', ')} (NSM_MECHANISM_PRIORITY)`
       : `no KERNEL mechanism offered (offered: ${offered}); a local client must offer {cls: LOCAL, type: KERNEL, parameters: {name, inodeURL}}`,
   );
 }

@@ -3,8 +3,9 @@ import { signOwnSegment } from '../../identity/outgoing.js';
 import type { Transport } from '../../identity/transport.js';
 import type { Mechanism } from '../../api/types.js';
 import { failedPrecondition } from '../../util/errors.js';
-import { VxlanParam } from './client-mechanism.js';
-import { targetOf, type Routing } from './routing.js';
+import { VxlanParam, WireguardParam } from './client-mechanism.js';
+import { ENCRYPTION_LABEL, targetOf, type Routing } from './routing.js';
+import type { WireguardOffer } from './wireguard-tunnels.js';
 import { MechanismCls, MechanismType } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import { remaining } from '../../chain/types.js';
@@ -40,11 +41,31 @@ export class EndpointClients {
   }
 }
 
-/** What nsmd offers the next hop: KERNEL to a local endpoint, a VXLAN tunnel from this node to a peer nsmd. */
-function offerFor(kind: 'local' | 'remote', r: Routing): Mechanism[] {
-  if (kind === 'local') return [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }];
+/**
+ * What nsmd offers a peer nsmd, in NSM_MECHANISM_PRIORITY order: VXLAN from this node's tunnel address, and
+ * WireGuard with a fresh public key and listen port (the private key stays here). A client that requires
+ * encryption is offered WireGuard only, so a peer that cannot do it refuses rather than falling back.
+ */
+function remoteOffer(r: Routing, encrypted: boolean, wireguard: () => WireguardOffer): { prefs: Mechanism[]; offer?: WireguardOffer } {
   if (!r.tunnelIp) throw failedPrecondition('this nsmd has no tunnel address for remote endpoints: set NSM_TUNNEL_IP or NSM_REMOTE_LISTEN_ON');
-  return [{ cls: MechanismCls.REMOTE, type: MechanismType.VXLAN, parameters: { [VxlanParam.SRC_IP]: r.tunnelIp, [VxlanParam.SRC_PORT]: String(r.vxlanPort) } }];
+  const types = encrypted ? r.mechanisms.filter((m) => m === 'WIREGUARD') : r.mechanisms;
+  if (types.length === 0) {
+    throw failedPrecondition(
+      `the client requires encryption (label ${ENCRYPTION_LABEL}=required) but this node offers no WIREGUARD mechanism (NSM_MECHANISM_PRIORITY=${r.mechanisms.join(',')})`,
+    );
+  }
+  let offer: WireguardOffer | undefined;
+  const prefs = types.map((t): Mechanism => {
+    const base = { [VxlanParam.SRC_IP]: r.tunnelIp! };
+    if (t === 'VXLAN') return { cls: MechanismCls.REMOTE, type: MechanismType.VXLAN, parameters: { ...base, [VxlanParam.SRC_PORT]: String(r.vxlanPort) } };
+    offer = wireguard();
+    return {
+      cls: MechanismCls.REMOTE,
+      type: MechanismType.WIREGUARD,
+      parameters: { ...base, [VxlanParam.SRC_PORT]: String(offer.port), [WireguardParam.SRC_PUBLIC_KEY]: offer.publicKey },
+    };
+  });
+  return { prefs, ...(offer ? { offer } : {}) };
 }
 
 /**
@@ -60,6 +81,7 @@ export function connect(
   maxTokenLifetimeMs: number,
   dialTimeoutMs: number,
   routing: Routing,
+  wireguard: () => WireguardOffer,
 ): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'connect',
@@ -74,6 +96,15 @@ export function connect(
       // A dead endpoint must cost one dial timeout, not the whole Request's deadline.
       const metadata = await signOwnSegment(transport, client, conn, maxTokenLifetimeMs, Math.min(dialTimeoutMs, remaining(st)));
       const previous = st.existing?.endpoint.connection;
+      let prefs: Mechanism[] = [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }];
+      if (target.kind === 'remote') {
+        if (previous?.mechanism) prefs = [previous.mechanism];
+        else {
+          const o = remoteOffer(routing, conn.labels[ENCRYPTION_LABEL] === 'required', wireguard);
+          prefs = o.prefs;
+          if (o.offer) st.wireguardOffer = o.offer;
+        }
+      }
       const downstream = {
         ...conn,
         // The endpoint keeps its own interface and addresses across refreshes.
@@ -82,7 +113,7 @@ export function connect(
       };
       const res = await client.unary(
         'Request',
-        { connection: downstream, mechanism_preferences: offerFor(target.kind, routing) },
+        { connection: downstream, mechanism_preferences: prefs },
         { timeoutMs: remaining(st), metadata },
       );
       st.endpointConnection = structuredClone(res);

@@ -9,7 +9,9 @@ import { VNI_MAX, vxlanMtu } from '../../dataplane/vxlan/mtu.js';
 import { codeOf } from '../../dataplane/veth/protocol.js';
 import { internal, messageOf, unavailable } from '../../util/errors.js';
 import type { ConnectionStore, PlumbedEnd, PlumbedPath, Tunnel } from '../connection-store.js';
-import { VxlanParam } from './client-mechanism.js';
+import { VxlanParam, WireguardParam } from './client-mechanism.js';
+import { wgMtu } from '../../dataplane/wireguard/mtu.js';
+import type { WireguardTunnels } from './wireguard-tunnels.js';
 import type { Routing } from './routing.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 import { routesFor, vethSpecFor } from './veth-spec.js';
@@ -29,7 +31,17 @@ const VNI_ATTEMPTS = 3;
  *   namespace, with a VNI this node chooses.
  * If plumbing fails, the downstream side of the connection is closed again.
  */
-export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Routing, defaultMtu: number): Element<NsmdRequestState, NsmdCloseState> {
+export function plumb(
+  dataplane: Dataplane,
+  store: ConnectionStore,
+  routing: Routing,
+  defaultMtu: number,
+  wireguard: () => WireguardTunnels,
+): Element<NsmdRequestState, NsmdCloseState> {
+  const removeEnd = (connId: string, path: PlumbedPath) => removeDevice(dataplane, wireguard, connId, path);
+  const replaceOld = async (st: NsmdRequestState) => {
+    if (st.existing) await removeEnd(st.existing.id, st.existing.dataplane);
+  };
   // The underlay's MTU changes rarely; asking the kernel on every Request costs a worker round trip.
   const mtuCache = new Map<string, { mtu: number; at: number }>();
   const underlayMtu = async (ip: string): Promise<number> => {
@@ -43,51 +55,96 @@ export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Rou
     const connId = st.request.connection.id;
     const ip = res.context?.ip_context ?? null;
     if (st.incomingTunnel) {
+      // Another node's client: this node's tunnel end goes into the local endpoint's namespace.
       const ep = await kernelEndOf(res, st.endpoint!.name);
+      const inc = st.incomingTunnel;
       const localIp = routing.tunnelIp!;
-      const remoteIp = st.incomingTunnel.srcIp;
+      const podEnd = { netns: ep.netns, ifname: ep.ifname, addrs: ip?.dst_ip_addrs ?? [], routes: routesFor(ip?.src_ip_addrs ?? [], ip?.dst_routes ?? []) };
+      const common = { [VxlanParam.SRC_IP]: inc.srcIp, [VxlanParam.DST_IP]: localIp, [VxlanParam.SRC_PORT]: String(inc.srcPort) };
+      if (inc.type === 'WIREGUARD') {
+        const mtu = Math.min(st.mtu ?? Infinity, wgMtu(await underlayMtu(localIp), localIp));
+        const old = st.existing?.dataplane.tunnel;
+        const tunnel: Tunnel = { type: 'WIREGUARD', localIp, remoteIp: inc.srcIp, vni: 0, port: old?.port ?? 0, peerPort: inc.srcPort };
+        let publicKey = st.existing?.connection.mechanism?.parameters[WireguardParam.DST_PUBLIC_KEY];
+        if (!old || !(await unchanged(dataplane, st, { mtu, local: ep, tunnel }, ip))) {
+          await replaceOld(st);
+          const own = wireguard().offer();
+          try {
+            await wireguard().create(connId, NODE_NETNS, own, { publicKey: inc.srcPublicKey!, ip: inc.srcIp, port: inc.srcPort }, podEnd, mtu);
+          } catch (e) {
+            wireguard().release(own);
+            throw e;
+          }
+          tunnel.port = own.port;
+          publicKey = own.publicKey;
+        }
+        res.mechanism = {
+          cls: MechanismCls.REMOTE,
+          type: MechanismType.WIREGUARD,
+          parameters: {
+            ...common, [VxlanParam.DST_PORT]: String(tunnel.port), [VxlanParam.MTU]: String(mtu),
+            [WireguardParam.SRC_PUBLIC_KEY]: inc.srcPublicKey!, [WireguardParam.DST_PUBLIC_KEY]: publicKey!,
+          },
+        };
+        return { mtu, local: ep, tunnel };
+      }
       const tunnel: Tunnel = {
+        type: 'VXLAN',
         localIp,
-        remoteIp,
-        vni: st.existing?.dataplane.tunnel?.vni ?? chooseVni(store, remoteIp, localIp),
-        port: st.incomingTunnel.srcPort || routing.vxlanPort,
+        remoteIp: inc.srcIp,
+        vni: st.existing?.dataplane.tunnel?.vni ?? chooseVni(store, inc.srcIp, localIp),
+        port: inc.srcPort || routing.vxlanPort,
       };
       const mtu = Math.min(st.mtu ?? Infinity, vxlanMtu(await underlayMtu(localIp), localIp));
       const plumbed = { mtu, local: ep, tunnel };
       if (!(await unchanged(dataplane, st, plumbed, ip))) {
-        await replaceOld(dataplane, st);
-        await dataplane.createVxlan({
-          connId, underlayNetns: NODE_NETNS, localIp, remoteIp, vni: tunnel.vni, port: tunnel.port, mtu,
-          end: { netns: ep.netns, ifname: ep.ifname, addrs: ip?.dst_ip_addrs ?? [], routes: routesFor(ip?.src_ip_addrs ?? [], ip?.dst_routes ?? []) },
-        });
+        await replaceOld(st);
+        await dataplane.createVxlan({ connId, underlayNetns: NODE_NETNS, localIp, remoteIp: inc.srcIp, vni: tunnel.vni, port: tunnel.port, mtu, end: podEnd });
       }
       res.mechanism = {
         cls: MechanismCls.REMOTE,
         type: MechanismType.VXLAN,
-        parameters: {
-          [VxlanParam.SRC_IP]: remoteIp, [VxlanParam.DST_IP]: localIp, [VxlanParam.SRC_PORT]: String(tunnel.port),
-          [VxlanParam.DST_PORT]: String(tunnel.port), [VxlanParam.VNI]: String(tunnel.vni), [VxlanParam.MTU]: String(mtu),
-        },
+        parameters: { ...common, [VxlanParam.DST_PORT]: String(tunnel.port), [VxlanParam.VNI]: String(tunnel.vni), [VxlanParam.MTU]: String(mtu) },
       };
       return plumbed;
     }
     const client = st.clientEnd!;
     if (st.target!.kind === 'remote') {
+      // The endpoint is on another node, whose nsmd chose the mechanism and built its end already.
       const p = res.mechanism?.parameters ?? {};
-      const vni = Number(p[VxlanParam.VNI]);
       const remoteIp = p[VxlanParam.DST_IP] ?? '';
-      if (res.mechanism?.type !== MechanismType.VXLAN || !Number.isInteger(vni) || !parseIp(remoteIp)) {
-        throw internal(`the nsmd at ${st.target!.url} answered without a usable VXLAN mechanism (dst_ip, vni)`);
+      const type = res.mechanism?.type;
+      if ((type !== MechanismType.VXLAN && type !== MechanismType.WIREGUARD) || !parseIp(remoteIp)) {
+        throw internal(`the nsmd at ${st.target!.url} answered without a usable VXLAN or WIREGUARD mechanism`);
       }
       const mtu = Math.min(st.mtu ?? Infinity, Number(p[VxlanParam.MTU]) || defaultMtu);
-      const tunnel: Tunnel = { localIp: routing.tunnelIp!, remoteIp, vni, port: Number(p[VxlanParam.DST_PORT]) || routing.vxlanPort };
+      const podEnd = { netns: client.netns, ifname: client.ifname, addrs: ip?.src_ip_addrs ?? [], routes: routesFor(ip?.dst_ip_addrs ?? [], ip?.src_routes ?? []) };
+      if (type === MechanismType.WIREGUARD) {
+        const peerPort = Number(p[VxlanParam.DST_PORT]);
+        const old = st.existing?.dataplane.tunnel;
+        const tunnel: Tunnel = { type: 'WIREGUARD', localIp: routing.tunnelIp!, remoteIp, vni: 0, port: old?.port ?? st.wireguardOffer?.port ?? 0, peerPort };
+        const plumbed = { mtu, local: client, tunnel };
+        if (!old || !(await unchanged(dataplane, st, plumbed, ip))) {
+          const offer = st.wireguardOffer;
+          if (!offer) throw internal('a WireGuard answer came back for a Request that offered no WireGuard key');
+          await replaceOld(st);
+          await wireguard().create(connId, NODE_NETNS, offer, { publicKey: p[WireguardParam.DST_PUBLIC_KEY] ?? '', ip: remoteIp, port: peerPort }, podEnd, mtu);
+          st.wireguardOffer = undefined;
+        }
+        return plumbed;
+      }
+      if (st.wireguardOffer) {
+        // The peer chose VXLAN: the WireGuard key and port offered alongside are not needed.
+        wireguard().release(st.wireguardOffer);
+        st.wireguardOffer = undefined;
+      }
+      const vni = Number(p[VxlanParam.VNI]);
+      if (!Number.isInteger(vni)) throw internal(`the nsmd at ${st.target!.url} answered VXLAN without a VNI`);
+      const tunnel: Tunnel = { type: 'VXLAN', localIp: routing.tunnelIp!, remoteIp, vni, port: Number(p[VxlanParam.DST_PORT]) || routing.vxlanPort };
       const plumbed = { mtu, local: client, tunnel };
       if (!(await unchanged(dataplane, st, plumbed, ip))) {
-        await replaceOld(dataplane, st);
-        await dataplane.createVxlan({
-          connId, underlayNetns: NODE_NETNS, localIp: tunnel.localIp, remoteIp, vni, port: tunnel.port, mtu,
-          end: { netns: client.netns, ifname: client.ifname, addrs: ip?.src_ip_addrs ?? [], routes: routesFor(ip?.dst_ip_addrs ?? [], ip?.src_routes ?? []) },
-        });
+        await replaceOld(st);
+        await dataplane.createVxlan({ connId, underlayNetns: NODE_NETNS, localIp: tunnel.localIp, remoteIp, vni, port: tunnel.port, mtu, end: podEnd });
       }
       return plumbed;
     }
@@ -95,7 +152,7 @@ export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Rou
     const mtu = st.mtu ?? st.existing?.dataplane.mtu ?? defaultMtu;
     const plumbed = { mtu, local: client, peer: ep };
     if (!(await unchanged(dataplane, st, plumbed, ip))) {
-      await replaceOld(dataplane, st);
+      await replaceOld(st);
       await dataplane.createVeth(vethSpecFor(connId, mtu, client, ep, ip));
     }
     return plumbed;
@@ -114,6 +171,10 @@ export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Rou
           return res;
         } catch (e) {
           st.log.warn({ endpoint: st.endpoint!.name, err: messageOf(e) }, 'plumbing failed; closing the downstream side');
+          if (st.wireguardOffer) {
+            wireguard().release(st.wireguardOffer);
+            st.wireguardOffer = undefined;
+          }
           await next
             .close({ connection: res, deadline: st.deadline, log: st.log, record: provisional(st, res) })
             .catch((err: unknown) => st.log.warn({ err: messageOf(err) }, 'closing the downstream side failed too'));
@@ -126,7 +187,7 @@ export function plumb(dataplane: Dataplane, store: ConnectionStore, routing: Rou
     async close(st, next) {
       // This node's device and the next hop's side are independent: removing them at once halves a remote
       // Close, whose deletes (≈20 ms each in the kernel) would otherwise run one node after the other.
-      const [local, downstream] = await Promise.allSettled([removeEnd(dataplane, st.record.dataplane), next.close(st)]);
+      const [local, downstream] = await Promise.allSettled([removeEnd(st.record.id, st.record.dataplane), next.close(st)]);
       if (local.status === 'rejected') throw local.reason;
       if (downstream.status === 'rejected') throw downstream.reason;
     },
@@ -156,10 +217,6 @@ async function unchanged(dataplane: Dataplane, st: NsmdRequestState, now: Plumbe
   );
 }
 
-async function replaceOld(dataplane: Dataplane, st: NsmdRequestState): Promise<void> {
-  if (st.existing) await removeEnd(dataplane, st.existing.dataplane);
-}
-
 /**
  * This node's VNI for a tunnel another node asked for: upstream's rule (random, even when the client's
  * address sorts first, odd otherwise), and unused by every tunnel of this node — the kernel allows one
@@ -187,8 +244,12 @@ async function kernelEndOf(res: Connection, endpointName: string): Promise<Plumb
   return { netns: await resolveInodeUrl(inodeUrl), inodeUrl, ifname };
 }
 
-/** Deleting one end of a veth removes both; a namespace that is gone took the device with it. */
-async function removeEnd(dataplane: Dataplane, path: PlumbedPath): Promise<void> {
+/**
+ * Removes this node's device of a connection: its wireguard-go (which takes its TUN with it), or the veth
+ * or VXLAN device — deleting one end of a veth removes both; a namespace that is gone took the device with it.
+ */
+async function removeDevice(dataplane: Dataplane, wireguard: () => WireguardTunnels, connId: string, path: PlumbedPath): Promise<void> {
+  if (path.tunnel?.type === 'WIREGUARD') return wireguard().remove(connId);
   let netns: string;
   try {
     netns = await resolveInodeUrl(path.local.inodeUrl);

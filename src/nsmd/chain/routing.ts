@@ -10,8 +10,15 @@ export interface Routing {
   /** This node's underlay address for tunnels. */
   tunnelIp: string | undefined;
   vxlanPort: number;
+  /** Remote mechanisms this node offers and accepts, in order of preference (NSM_MECHANISM_PRIORITY). */
+  mechanisms: RemoteMechanism[];
   localEndpoints: LocalEndpoints;
 }
+
+export type RemoteMechanism = 'VXLAN' | 'WIREGUARD';
+
+/** A client that labels its Request `encryption: required` gets WireGuard or an error, never plaintext. */
+export const ENCRYPTION_LABEL = 'encryption';
 
 /** An endpoint published with our own URL is local (its real socket is in LocalEndpoints); unix:// is local; tcp:// is a peer nsmd. */
 export function targetOf(ep: NetworkServiceEndpoint, r: Routing): Target {

@@ -1,6 +1,7 @@
 import type { Connection, NetworkServiceEndpoint } from '../../api/types.js';
 import type { BaseCloseState, BaseRequestState } from '../../chain/types.js';
 import type { ConnectionRecord, PlumbedEnd, PlumbedPath } from '../connection-store.js';
+import type { WireguardOffer } from './wireguard-tunnels.js';
 
 /** Where the Request goes next: an endpoint on this node (its own socket) or the nsmd of the endpoint's node. */
 export interface Target {
@@ -16,8 +17,10 @@ export interface NsmdRequestState extends BaseRequestState {
   expiresAt?: number;
   /** incoming-mechanism: a local client's namespace and interface (KERNEL). */
   clientEnd?: PlumbedEnd;
-  /** incoming-mechanism: a remote node's tunnel offer (VXLAN). */
-  incomingTunnel?: { srcIp: string; srcPort: number };
+  /** incoming-mechanism: a remote node's tunnel offer (VXLAN or WireGuard). */
+  incomingTunnel?: { type: 'VXLAN' | 'WIREGUARD'; srcIp: string; srcPort: number; srcPublicKey?: string };
+  /** connect: the WireGuard key and port this node offered the next node, until plumb uses or releases them. */
+  wireguardOffer?: WireguardOffer;
   /** incoming-mechanism: MTU the client asked for, if any. */
   mtu?: number;
   /** discover: endpoints eligible for this Request, in selection order. */

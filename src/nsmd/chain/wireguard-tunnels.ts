@@ -1,0 +1,77 @@
+import type { KeyObject } from 'node:crypto';
+import {
+  createWireguardBackend,
+  formatEndpoint,
+  generateKeyPair,
+  PortAllocator,
+  type WireguardBackend,
+} from '../../dataplane/wireguard/index.js';
+import type { LinkEnd } from '../../dataplane/types.js';
+import type { Logger } from '../../util/log.js';
+
+/** WireGuard peers accept everything the connection routes; one peer per device, as upstream does. */
+const ALLOWED_IPS = ['0.0.0.0/0', '::/0'];
+
+export interface WireguardOffer {
+  privateKey: KeyObject;
+  publicKey: string;
+  port: number;
+}
+
+/**
+ * This node's WireGuard ends: keys made here and never sent anywhere (only public keys travel in the
+ * mechanism), a listen port per connection from 51820 up, freed on Close, and one supervised wireguard-go
+ * per end (this kernel has no WireGuard module).
+ */
+export class WireguardTunnels {
+  private readonly ports = new PortAllocator();
+  private readonly portOf = new Map<string, number>();
+
+  private constructor(private readonly backend: WireguardBackend) {}
+
+  static async start(log: Logger, onDown: (connId: string) => void): Promise<WireguardTunnels> {
+    const backend = createWireguardBackend({ logger: log.child({ component: 'wireguard' }) });
+    const report = await backend.cleanupStale();
+    if (report.killed.length) log.warn({ killed: report.killed.length }, 'stopped wireguard-go instances left by a previous nsmd');
+    backend.onExit((connId, code, signal) => {
+      log.warn({ conn: connId, code, signal }, 'wireguard-go exited; the connection is DOWN');
+      onDown(connId);
+    });
+    return new WireguardTunnels(backend);
+  }
+
+  /** A key pair and port for the offer a client's nsmd sends; give it back with release() if it goes unused. */
+  offer(): WireguardOffer {
+    const { privateKey, publicKey } = generateKeyPair();
+    return { privateKey, publicKey, port: this.ports.allocate() };
+  }
+
+  release(offer: WireguardOffer): void {
+    this.ports.free(offer.port);
+  }
+
+  /** Creates this node's end; the port becomes the connection's until remove(). */
+  async create(connId: string, underlayNetns: string, own: WireguardOffer, peer: { publicKey: string; ip: string; port: number }, end: LinkEnd, mtu: number): Promise<void> {
+    await this.backend.create({
+      connId,
+      underlayNetns,
+      listenPort: own.port,
+      privateKey: own.privateKey,
+      peer: { publicKey: peer.publicKey, endpoint: formatEndpoint(peer.ip, peer.port), allowedIps: ALLOWED_IPS },
+      end,
+      mtu,
+    });
+    this.portOf.set(connId, own.port);
+  }
+
+  async remove(connId: string): Promise<void> {
+    await this.backend.delete(connId);
+    const port = this.portOf.get(connId);
+    if (port !== undefined) this.ports.free(port);
+    this.portOf.delete(connId);
+  }
+
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+}

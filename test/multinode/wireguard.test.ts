@@ -1,0 +1,102 @@
+/**
+ * Encrypted remote connections: a client that requires encryption gets a WireGuard tunnel (wireguard-go, the
+ * kernel here has no WireGuard), or a clear refusal from a node that cannot do WireGuard — never plaintext.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execa } from 'execa';
+import { status } from '@grpc/grpc-js';
+import { ApiClient } from '../../src/api/grpc.js';
+import type { Connection, ConnectionEvent, DeepPartial, NetworkServiceRequest } from '../../src/api/types.js';
+import { inodeUrlOf } from '../../src/dataplane/netns.js';
+import { signOwnSegment } from '../../src/identity/outgoing.js';
+import type { Transport } from '../../src/identity/transport.js';
+import { ids, testTransport } from '../helpers/identity.js';
+import { startIcmpResponder } from '../helpers/mesh.js';
+import { createNetns, ping, tag, type Netns } from '../helpers/netns.js';
+import { createUnderlay, startEtcdIn, startNsmdOnNode, type NodeNsmdProc, type Underlay } from '../helpers/nodes.js';
+import { waitFor } from '../helpers/wait.js';
+
+let ul: Underlay;
+let a: NodeNsmdProc;
+let pod: Netns;
+let me: Transport;
+let ns: ApiClient<'networkservice.NetworkService'>;
+const secure = `${tag}-wg`;
+const plainOnly = `${tag}-vx`;
+
+beforeAll(async () => {
+  ul = await createUnderlay(3);
+  const etcd = await startEtcdIn(ul);
+  a = await startNsmdOnNode(ul.nodes[0]!, { registryUrl: etcd.url });
+  const b = await startNsmdOnNode(ul.nodes[1]!, { registryUrl: etcd.url });
+  const c = await startNsmdOnNode(ul.nodes[2]!, { registryUrl: etcd.url, env: { NSM_MECHANISM_PRIORITY: 'VXLAN' } });
+  pod = await createNetns('wpod');
+  await startIcmpResponder(await createNetns('wnse'), { name: `${tag}-wnse`, connectTo: b.url, services: [secure], cidr: '169.254.50.0/24' });
+  await startIcmpResponder(await createNetns('vnse'), { name: `${tag}-vnse`, connectTo: c.url, services: [plainOnly], cidr: '169.254.60.0/24' });
+  me = await testTransport(ids.pod(`${tag}-wclient`));
+  ns = new ApiClient('networkservice.NetworkService', a.url, me);
+}, 60_000);
+
+afterAll(async () => {
+  ns?.close();
+  await ul?.cleanup();
+});
+
+function encryptedRequest(id: string, service: string, ifname: string): DeepPartial<NetworkServiceRequest> {
+  return {
+    connection: { id, network_service: service, labels: { encryption: 'required' }, path: { index: 0, path_segments: [{ name: 'client', id }] } },
+    mechanism_preferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: ifname, inodeURL: inodeUrlOf(pod.path) } }],
+  };
+}
+
+async function request(r: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
+  const metadata = await signOwnSegment(me, ns, r.connection!, 60_000, 5000);
+  return ns.unary('Request', r, { timeoutMs: 20_000, metadata });
+}
+
+const podLinks = async () => JSON.parse((await execa('ip', ['-n', pod.name, '-j', '-d', 'link', 'show'])).stdout).filter((l: { ifname: string }) => l.ifname !== 'lo') as { ifname: string; mtu: number; linkinfo?: { info_kind: string } }[];
+const wireguardGoIn = async (node: Netns) => {
+  const pids = (await execa('ip', ['netns', 'pids', node.name])).stdout.split('\n').filter(Boolean);
+  const names = await Promise.all(pids.map(async (p) => ({ p, comm: (await execa('cat', [`/proc/${p}/comm`], { reject: false })).stdout.trim() })));
+  return names.filter((x) => x.comm === 'wireguard-go').map((x) => Number(x.p));
+};
+
+describe('WireGuard between nodes', () => {
+  it('gives a client that requires encryption a WireGuard tunnel that carries traffic', async () => {
+    const c = await request(encryptedRequest(`${tag}-w1`, secure, `${tag}w`));
+    const [link] = await podLinks();
+    expect(link!.linkinfo?.info_kind).toBe('tun');
+    expect(link!.mtu).toBe(1500 - 60);
+    expect(c.context!.MTU).toBe(1500 - 60);
+    expect(await ping(pod, c.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!)).toBe(true);
+    expect(await wireguardGoIn(ul.nodes[0]!)).toHaveLength(1);
+    expect(await wireguardGoIn(ul.nodes[1]!)).toHaveLength(1);
+    await ns.unary('Close', c, { timeoutMs: 10_000 });
+    expect(await podLinks()).toEqual([]);
+    await waitFor('no wireguard-go left on either node', async () => (await wireguardGoIn(ul.nodes[0]!)).length + (await wireguardGoIn(ul.nodes[1]!)).length === 0);
+  });
+
+  it('reports the connection DOWN when its wireguard-go dies, leaving no device', async () => {
+    const c = await request(encryptedRequest(`${tag}-w2`, secure, `${tag}k`));
+    const mon = new ApiClient('connection.MonitorConnection', a.url, me);
+    const events: ConnectionEvent[] = [];
+    const stream = mon.stream('MonitorConnections', { path_segments: [{ id: `${tag}-w2` }] });
+    stream.on('data', (e: ConnectionEvent) => events.push(e));
+    stream.on('error', () => {});
+    await waitFor('the initial state', () => events.length > 0);
+    const [pid] = await wireguardGoIn(ul.nodes[0]!);
+    process.kill(pid!, 'SIGKILL');
+    await waitFor('a DOWN update', () => events.some((e) => Object.values(e.connections).some((x) => x.state === 'DOWN')), 10_000);
+    expect(await podLinks()).toEqual([]);
+    stream.cancel();
+    mon.close();
+    await ns.unary('Close', c, { timeoutMs: 10_000 });
+  });
+
+  it('refuses, and plumbs nothing, when the endpoint\'s node cannot do WireGuard', async () => {
+    const err = await request(encryptedRequest(`${tag}-w3`, plainOnly, `${tag}p`)).catch((e) => e);
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/offered: WIREGUARD.*accepts VXLAN/);
+    expect(await podLinks()).toEqual([]);
+  });
+});

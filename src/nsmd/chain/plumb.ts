@@ -26,9 +26,11 @@ const VNI_ATTEMPTS = 3;
  * Builds this node's part of the data path once the next hop has answered (namespaces and addresses are
  * known only then), and removes it on Close:
  * - a local client and a local endpoint: one veth pair, each end born in its namespace;
- * - a local client and an endpoint on another node: this node's VXLAN end, in the client's namespace;
- * - another node's client (VXLAN offered) and a local endpoint: this node's VXLAN end, in the endpoint's
- *   namespace, with a VNI this node chooses.
+ * - a local client and an endpoint on another node: this node's tunnel end (VXLAN, or WireGuard with the
+ *   key offered by connect), in the client's namespace;
+ * - another node's client and a local endpoint: this node's tunnel end in the endpoint's namespace — VXLAN
+ *   with a VNI this node chooses, or WireGuard with a key pair and port made here, built before the
+ *   requesting node builds its own (the responder first, so the first handshake needs no retry).
  * If plumbing fails, the downstream side of the connection is closed again.
  */
 export function plumb(

@@ -5,27 +5,9 @@ import {
   NetworkServiceYamlError,
   parseNetworkServiceYaml,
 } from '../../src/registry/yaml.js';
+import { SEED_NETWORK_SERVICE_YAML } from '../helpers/fixtures.js';
 
-const SEED_TALK = `apiVersion: networkservicemesh.io/v1alpha1
-kind: NetworkService
-metadata:
-  name: secure-intranet-connectivity
-spec:
-  payload: IP
-  matches:
-    - match:
-      sourceSelector:
-        app: firewall
-      route:
-        - destination:
-          destinationSelector:
-            app: vpn-gateway
-    - match:
-      route:
-        - destination:
-          destinationSelector:
-            app: firewall
-`;
+const SEED_TALK = SEED_NETWORK_SERVICE_YAML;
 
 function yamlError(text: string): NetworkServiceYamlError {
   try {

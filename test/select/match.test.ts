@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseNetworkServiceYaml } from '../../src/registry/yaml.js';
+import { SEED_NETWORK_SERVICE_YAML } from '../helpers/fixtures.js';
 import { isSubset, matchEndpoints } from '../../src/select/match.js';
 import { endpoint, ns } from '../registry/helpers.js';
 
@@ -136,27 +137,7 @@ describe('matchEndpoints (upstream v1 MatchEndpoint)', () => {
   });
 
   it('routes the seed talk example (v0.2 YAML) as the talk describes', () => {
-    const [service] = parseNetworkServiceYaml(`
-apiVersion: networkservicemesh.io/v1alpha1
-kind: NetworkService
-metadata:
-  name: secure-intranet-connectivity
-spec:
-  payload: IP
-  matches:
-    - match:
-      sourceSelector:
-        app: firewall
-      route:
-        - destination:
-          destinationSelector:
-            app: vpn-gateway
-    - match:
-      route:
-        - destination:
-          destinationSelector:
-            app: firewall
-`);
+    const [service] = parseNetworkServiceYaml(SEED_NETWORK_SERVICE_YAML);
     const name = 'secure-intranet-connectivity';
     const eps = [endpoint('vpn', name, { app: 'vpn-gateway' }), endpoint('fw', name, { app: 'firewall' })];
     expect(names(matchEndpoints({ app: 'firewall' }, service!, eps))).toEqual(['vpn']);

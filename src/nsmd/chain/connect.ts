@@ -1,16 +1,13 @@
 import { ApiClient } from '../../api/grpc.js';
+import { MechanismCls, MechanismType, type Mechanism } from '../../api/types.js';
+import { remaining, type Element } from '../../chain/types.js';
 import { signOwnSegment } from '../../identity/outgoing.js';
 import type { Transport } from '../../identity/transport.js';
-import type { Mechanism } from '../../api/types.js';
-import { failedPrecondition } from '../../util/errors.js';
+import { failedPrecondition, messageOf } from '../../util/errors.js';
 import { VxlanParam, WireguardParam } from './client-mechanism.js';
 import { ENCRYPTION_LABEL, targetOf, type Routing } from './routing.js';
-import type { WireguardOffer } from './wireguard-tunnels.js';
-import { MechanismCls, MechanismType } from '../../api/types.js';
-import type { Element } from '../../chain/types.js';
-import { remaining } from '../../chain/types.js';
-import { messageOf } from '../../util/errors.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
+import type { WireguardOffer } from './wireguard-tunnels.js';
 
 type NetworkServiceClient = ApiClient<'networkservice.NetworkService'>;
 

@@ -221,7 +221,9 @@ async function routingOf(cfg: NsmdConfig, log: Logger): Promise<Routing> {
 
 /**
  * Connections outlive an nsmd restart: live ones are taken back (their devices are still in place and a
- * refresh finds them), lapsed ones are closed so their devices do not leak.
+ * refresh finds them), lapsed ones are closed so their devices do not leak. WireGuard ends cannot be taken
+ * back — their wireguard-go died with the previous nsmd and their keys were never written anywhere — so
+ * those connections are closed too (the peer node removes its end) and their clients request anew.
  */
 async function adoptPersisted(
   store: ConnectionStore,
@@ -230,12 +232,13 @@ async function adoptPersisted(
   log: Logger,
 ): Promise<void> {
   const persisted = await store.loadPersisted();
-  const lapsed: ConnectionRecord[] = [];
+  const closing: [ConnectionRecord, string][] = [];
   for (const rec of persisted) {
     store.put(rec);
-    if (rec.expiresAt <= Date.now()) lapsed.push(rec);
+    if (rec.expiresAt <= Date.now()) closing.push([rec, 'lapsed while nsmd was down']);
+    else if (rec.dataplane.tunnel?.type === 'WIREGUARD') closing.push([rec, 'WireGuard end did not survive the restart']);
     else expiry.arm(rec.id, rec.expiresAt);
   }
-  if (persisted.length) log.info({ adopted: persisted.length - lapsed.length, lapsed: lapsed.length }, 'connections from the previous run');
-  await Promise.allSettled(lapsed.map((rec) => closeRecord(rec, 'lapsed while nsmd was down')));
+  if (persisted.length) log.info({ adopted: persisted.length - closing.length, closed: closing.length }, 'connections from the previous run');
+  await Promise.allSettled(closing.map(([rec, reason]) => closeRecord(rec, reason)));
 }

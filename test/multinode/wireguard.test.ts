@@ -17,6 +17,7 @@ import { createUnderlay, startEtcdIn, startNsmdOnNode, type NodeNsmdProc, type U
 import { waitFor } from '../helpers/wait.js';
 
 let ul: Underlay;
+let etcdUrl: string;
 let a: NodeNsmdProc;
 let pod: Netns;
 let me: Transport;
@@ -27,6 +28,7 @@ const plainOnly = `${tag}-vx`;
 beforeAll(async () => {
   ul = await createUnderlay(3);
   const etcd = await startEtcdIn(ul);
+  etcdUrl = etcd.url;
   a = await startNsmdOnNode(ul.nodes[0]!, { registryUrl: etcd.url });
   const b = await startNsmdOnNode(ul.nodes[1]!, { registryUrl: etcd.url });
   const c = await startNsmdOnNode(ul.nodes[2]!, { registryUrl: etcd.url, env: { NSM_MECHANISM_PRIORITY: 'VXLAN' } });
@@ -91,6 +93,18 @@ describe('WireGuard between nodes', () => {
     stream.cancel();
     mon.close();
     await ns.unary('Close', c, { timeoutMs: 10_000 });
+  });
+
+  it('closes WireGuard connections on both nodes when the client\'s nsmd restarts (their keys are gone)', async () => {
+    await request(encryptedRequest(`${tag}-w4`, secure, `${tag}r`));
+    expect(await wireguardGoIn(ul.nodes[1]!)).toHaveLength(1);
+    ns.close();
+    await a.stop();
+    a = await startNsmdOnNode(ul.nodes[0]!, { dir: a.dir, registryUrl: etcdUrl });
+    ns = new ApiClient('networkservice.NetworkService', a.url, me);
+    await waitFor('the far end to be closed', async () => (await wireguardGoIn(ul.nodes[1]!)).length === 0);
+    expect(await wireguardGoIn(ul.nodes[0]!)).toEqual([]);
+    expect(await podLinks()).toEqual([]);
   });
 
   it('refuses, and plumbs nothing, when the endpoint\'s node cannot do WireGuard', async () => {

@@ -2,7 +2,7 @@ import { ApiClient } from '../api/grpc.js';
 import type { DeepPartial } from '../api/codec.js';
 import type { Connection, NetworkServiceRequest } from '../api/types.js';
 import { KernelParam, MechanismCls } from '../api/types.js';
-import { toTimestamp } from '../chain/elements/expire.js';
+import { fromTimestamp, toTimestamp } from '../chain/elements/expire.js';
 import { inodeUrlOf } from '../dataplane/netns.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -82,9 +82,18 @@ export class MeshClient {
     return this.api.unary('Request', req, { timeoutMs: this.o.requestTimeoutMs, metadata });
   }
 
-  /** Re-requests each connection at a third of its lifetime, so one failed refresh still leaves time to retry. */
+  /**
+   * Re-requests the connections when a third of the shortest remaining life on their paths has passed (as
+   * upstream's client does with the path's expiries, which tokens may have made shorter than the configured
+   * lifetime), so that one failed refresh still leaves time to retry.
+   */
   startRefresh(): void {
-    const period = Math.max(200, this.o.maxTokenLifetimeMs / 3);
+    const delay = () => {
+      const now = Date.now();
+      const left = [...this.conns.values()].flatMap((c) => c.path?.path_segments.map((s) => fromTimestamp(s.expires) ?? Infinity) ?? []);
+      const shortest = Math.min(this.o.maxTokenLifetimeMs, ...left.map((t) => t - now));
+      return Math.max(100, shortest / 3);
+    };
     const tick = async () => {
       for (const [id, conn] of this.conns) {
         const path = conn.path!;
@@ -95,9 +104,9 @@ export class MeshClient {
           this.o.log.warn({ conn: id, err: messageOf(e) }, 'refresh failed; will retry');
         }
       }
-      this.refreshTimer = setTimeout(() => void tick(), period);
+      this.refreshTimer = setTimeout(() => void tick(), delay());
     };
-    this.refreshTimer = setTimeout(() => void tick(), period);
+    this.refreshTimer = setTimeout(() => void tick(), delay());
   }
 
   async closeAll(): Promise<void> {

@@ -30,7 +30,7 @@ export function issueToken(svid: Svid, audience: string, maxLifetimeMs: number, 
   const now = Date.now();
   const wanted = Math.floor(Math.min(now + maxLifetimeMs, svid.notAfter, capMs) / 1000) * 1000;
   const key = `${svid.serial}|${audience}`;
-  const slack = Math.min(60_000, Math.max(1000, (wanted - now) / 10));
+  const slack = Math.min(60_000, (wanted - now) / 10);
   const cached = issued.get(key);
   if (cached && cached.expires <= wanted && cached.expires >= wanted - slack) return cached;
   const t = sign(svid, audience, now, wanted);

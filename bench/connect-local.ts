@@ -14,7 +14,6 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../src/api/grpc.js';
 import { EmbeddedIssuer } from '../src/identity/issuer.js';
@@ -22,7 +21,9 @@ import { podId } from '../src/identity/spiffe-id.js';
 import { sourceTransport, type Transport } from '../src/identity/transport.js';
 import type { Connection } from '../src/api/types.js';
 import { Child } from './lib/child.js';
-import { BenchNamespaces, linksIn, sweepStale, type Netns } from './lib/netns.js';
+import { Cleanups } from './lib/cleanup.js';
+import { finishRun, runBench, startRun } from './lib/run.js';
+import { BenchNamespaces, linksIn, type Netns } from './lib/netns.js';
 import { PTP, runPtpCycles, type PtpCyclesResult, type PtpCyclesSpec } from './lib/ptp.js';
 import { errorText, grouped, names, timedRequest, type Timed } from './lib/requests.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
@@ -54,32 +55,7 @@ const BIN = {
 
 // ---------------------------------------------------------------------------------------------- cleanup
 
-const cleanups: (() => Promise<unknown>)[] = [];
-let cleaning: Promise<void> | undefined;
-/** Set on a signal: the run's own failures that follow (its processes being stopped) are noise then. */
-let interrupted = false;
-
-/** Runs registered cleanups newest first, once, whichever of normal end, failure or signal comes first. */
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch (e) {
-        note(`cleanup step failed: ${(e as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
-  process.on(sig, () => {
-    interrupted = true;
-    note(`${sig}: cleaning up`);
-    void cleanupAll().finally(() => process.exit(code));
-  });
-}
+const cleanups = new Cleanups();
 
 // ----------------------------------------------------------------------------------------- nsmd's log
 
@@ -467,21 +443,7 @@ async function meshBench(nss: BenchNamespaces, tmp: string, m: Metrics): Promise
 
 async function main(): Promise<number> {
   requireEnvironment();
-  const stale = await sweepStale();
-  if (stale.length) note(`removed namespaces left by earlier runs: ${stale.join(' ')}`);
-
-  const nss = new BenchNamespaces();
-  cleanups.push(async () => {
-    const removed = await nss.cleanup();
-    note(`deleted namespaces: ${removed.join(' ') || '(none)'}`);
-  });
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `nsmesh-bench-${nss.tag}-`));
-  cleanups.push(async () => fs.rmSync(tmp, { recursive: true, force: true }));
-  note(`run tag ${nss.prefix}, ${os.cpus().length} CPUs, node ${process.version}`);
-
-  const m = new Metrics();
-  // Every figure here is CPU-bound on a small machine: a busy host (a build, tests) skews them all.
-  m.set('host_loadavg_1m_at_start', os.loadavg()[0]!, 'load');
+  const { nss, tmp, m } = await startRun(cleanups);
   const failures: string[] = [];
   // The baseline runs first, on a machine where nsmd is not running yet.
   failures.push(...(await ptpBaseline(nss, tmp, m)));
@@ -490,26 +452,13 @@ async function main(): Promise<number> {
   const seqP50 = m.get('seq_p50_ms')!;
   const ratio = m.get('ptp_add_p50_ms')! / seqP50;
   m.set('ptp_over_nsmesh_p50_ratio', ratio, 'x');
-  const file = m.write(BENCH);
-  note(`wrote ${path.relative(ROOT, file)}`);
-
   const targets: [string, boolean][] = [
     [`seq_p50_ms <= ${TARGET_SEQ_P50_MS} ms (${seqP50})`, seqP50 <= TARGET_SEQ_P50_MS],
     [`ptp_over_nsmesh_p50_ratio >= ${TARGET_RATIO} (${m.get('ptp_over_nsmesh_p50_ratio')})`, ratio >= TARGET_RATIO],
     [`burst${BURST_N}_ok = ${BURST_N} (${m.get(`burst${BURST_N}_ok`)})`, m.get(`burst${BURST_N}_ok`) === BURST_N],
     [`leftover_links = 0 (${m.get('leftover_links')})`, m.get('leftover_links') === 0],
   ];
-  for (const [what, met] of targets) note(`target ${met ? 'met' : 'MISSED'}: ${what}`);
-  for (const f of failures) process.stderr.write(`FAILED: ${f}\n`);
-  return failures.length ? 1 : 0;
+  return finishRun(BENCH, m, targets, failures);
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  if (!interrupted) process.stderr.write(`error: ${(e as Error).message}\n`);
-} finally {
-  await cleanupAll();
-}
-process.exit(code);
+await runBench(cleanups, main);

@@ -12,7 +12,6 @@
  * Everything carries the run's `nsmb-<hex>-` tag and is removed at the end, on failure and on Ctrl-C too.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ApiClient } from '../src/api/grpc.js';
@@ -23,8 +22,9 @@ import { podId } from '../src/identity/spiffe-id.js';
 import { sourceTransport, type Transport } from '../src/identity/transport.js';
 import { Child } from './lib/child.js';
 import { Cleanups } from './lib/cleanup.js';
+import { finishRun, runBench, startRun } from './lib/run.js';
 import { runIperfClient, startIperfServer, type IperfResult } from './lib/iperf.js';
-import { BenchNamespaces, linksIn, sweepStale, type Netns } from './lib/netns.js';
+import { BenchNamespaces, linksIn, type Netns } from './lib/netns.js';
 import { errorText, grouped, names, timedRequest, type Timed } from './lib/requests.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
 import { createUnderlay, killStaleNamespaceProcesses, pingFrom, startEtcdIn, startNsmdOnNode, type NodeNsmd, type Underlay } from './lib/underlay.js';
@@ -55,7 +55,6 @@ const BIN = {
 };
 
 const cleanups = new Cleanups();
-cleanups.onSignals();
 
 // ---------------------------------------------------------------------------------------------- helpers
 
@@ -301,27 +300,11 @@ async function main(): Promise<number> {
   requireEnvironment();
   const orphans = await killStaleNamespaceProcesses();
   if (orphans.length) note(`killed processes left in namespaces of earlier runs: ${orphans.join(' ')}`);
-  const stale = await sweepStale();
-  if (stale.length) note(`removed namespaces left by earlier runs: ${stale.join(' ')}`);
-
-  const nss = new BenchNamespaces();
-  cleanups.push(async () => {
-    const removed = await nss.cleanup();
-    note(`deleted namespaces: ${removed.join(' ') || '(none)'}`);
-  });
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `nsmesh-bench-${nss.tag}-`));
-  cleanups.push(async () => fs.rmSync(tmp, { recursive: true, force: true }));
-  note(`run tag ${nss.prefix}, ${os.cpus().length} CPUs, node ${process.version}`);
-
-  const m = new Metrics();
-  // Both phases are CPU-bound on a small machine: a busy host (a build, tests) skews them.
-  m.set('host_loadavg_1m_at_start', os.loadavg()[0]!, 'load');
+  const { nss, tmp, m } = await startRun(cleanups);
   const mesh = await startMesh(nss, tmp);
   const failures: string[] = [];
   failures.push(...(await setupLatency(mesh, nss.tag, m)));
   failures.push(...(await throughput(nss, mesh, m)));
-  const file = m.write(BENCH);
-  note(`wrote ${path.relative(ROOT, file)}`);
 
   const p50 = m.get('remote_seq_p50_ms')!;
   const ratio = m.get('mesh_over_hand_ratio')!;
@@ -331,17 +314,7 @@ async function main(): Promise<number> {
     [`remote_ok = ${SEQ_N} (${m.get('remote_ok')})`, m.get('remote_ok') === SEQ_N],
     [`leftover_links = 0 (${m.get('leftover_links')})`, m.get('leftover_links') === 0],
   ];
-  for (const [what, met] of targets) note(`target ${met ? 'met' : 'MISSED'}: ${what}`);
-  for (const f of failures) process.stderr.write(`FAILED: ${f}\n`);
-  return failures.length ? 1 : 0;
+  return finishRun(BENCH, m, targets, failures);
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  if (!cleanups.interrupted) process.stderr.write(`error: ${(e as Error).message}\n`);
-} finally {
-  await cleanups.run();
-}
-process.exit(code);
+await runBench(cleanups, main);

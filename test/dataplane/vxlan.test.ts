@@ -4,6 +4,7 @@ import { ALIAS_PREFIX, type NetnsSnapshot, type VxlanEnd } from '../../src/datap
 import { createNetlinkDataplane, type NetlinkDataplane } from '../../src/dataplane/veth/index.js';
 import { VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT, vxlanMtu } from '../../src/dataplane/vxlan/mtu.js';
 import { createNetns, deleteNetns, execIn, ping, sweepStale, tag, type Netns } from '../helpers/netns.js';
+import { pingDf } from '../helpers/packets.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -92,13 +93,6 @@ function vxlans(s: NetnsSnapshot) {
 
 async function stdoutOf(ns: Netns, cmd: string[]): Promise<string> {
   return String((await execIn(ns, cmd)).stdout);
-}
-
-/** One echo request with DF set (no fragmentation anywhere) carrying `payload` bytes. */
-async function pingDf(from: Netns, addr: string, payload: number): Promise<{ ok: boolean; out: string }> {
-  const v6 = addr.includes(':');
-  const r = await execIn(from, ['ping', v6 ? '-6' : '-4', '-c', '1', '-W', '2', '-M', 'do', '-s', String(payload), addr], { reject: false });
-  return { ok: r.exitCode === 0, out: `${String(r.stdout)}\n${String(r.stderr)}` };
 }
 
 /** UDP sockets bound to `port` in a namespace. */

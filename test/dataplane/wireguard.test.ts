@@ -1,8 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { inspect } from 'node:util';
 import { execa } from 'execa';
@@ -37,6 +35,7 @@ import {
 import { buildSetRequest, parseGetAnswer } from '../../src/dataplane/wireguard/uapi.js';
 import { OWNER_ENV, cmdlineOf, isRunning, listPids, startTimeOf } from '../../src/dataplane/wireguard/proc.js';
 import { createNetns, deleteNetns, execIn, ping, sweepStale, tag, type Netns } from '../helpers/netns.js';
+import { pingDf, startCapture, type Packet } from '../helpers/packets.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -153,12 +152,6 @@ async function udpListeners(ns: Netns, port: number): Promise<number> {
   return out.split('\n').filter((l) => l.trim() !== '').length;
 }
 
-async function pingDf(from: Netns, addr: string, payload: number): Promise<{ ok: boolean; out: string }> {
-  const v6 = addr.includes(':');
-  const r = await execIn(from, ['ping', v6 ? '-6' : '-4', '-c', '1', '-W', '2', '-M', 'do', '-s', String(payload), addr], { reject: false });
-  return { ok: r.exitCode === 0, out: `${String(r.stdout)}\n${String(r.stderr)}` };
-}
-
 /** IPv4 fragments the namespace's stack has created (outer WireGuard packets are IPv4 here). */
 async function fragCreates(ns: Netns): Promise<number> {
   const lines = (await stdoutOf(ns, ['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Ip:'));
@@ -173,48 +166,6 @@ function wgProcesses(ifname: string): number[] {
     const argv = cmdlineOf(pid);
     return !!argv && /wireguard-go$/.test(argv[0] ?? '') && argv[argv.length - 1] === ifname;
   });
-}
-
-interface Packet {
-  udp?: { sport: number; dport: number; payload: Buffer };
-  raw: Buffer;
-}
-
-/** Reads a classic pcap file (Ethernet link type) as written so far; a torn last record is skipped. */
-function readPcap(file: string): Packet[] {
-  const buf = readFileSync(file);
-  if (buf.length < 24) return [];
-  const magic = buf.readUInt32LE(0);
-  if (magic !== 0xa1b2c3d4 && magic !== 0xa1b23c4d) throw new Error(`not a little-endian pcap file (magic ${magic.toString(16)})`);
-  const linkType = buf.readUInt32LE(20);
-  if (linkType !== 1) throw new Error(`link type ${linkType}, expected Ethernet`);
-  const out: Packet[] = [];
-  let o = 24;
-  while (o + 16 <= buf.length) {
-    const incl = buf.readUInt32LE(o + 8);
-    if (o + 16 + incl > buf.length) break;
-    const raw = buf.subarray(o + 16, o + 16 + incl);
-    o += 16 + incl;
-    const pkt: Packet = { raw };
-    let eth = 12;
-    let type = raw.readUInt16BE(eth);
-    if (type === 0x8100) {
-      eth += 4;
-      type = raw.readUInt16BE(eth);
-    }
-    const ip = eth + 2;
-    if (type === 0x0800 && raw.length >= ip + 20) {
-      const ihl = ((raw[ip] as number) & 0x0f) * 4;
-      const proto = raw[ip + 9];
-      const fragOffset = raw.readUInt16BE(ip + 6) & 0x1fff;
-      const u = ip + ihl;
-      if (proto === 17 && fragOffset === 0 && raw.length >= u + 8) {
-        pkt.udp = { sport: raw.readUInt16BE(u), dport: raw.readUInt16BE(u + 2), payload: raw.subarray(u + 8) };
-      }
-    }
-    out.push(pkt);
-  }
-  return out;
 }
 
 beforeAll(async () => {
@@ -445,30 +396,22 @@ describe('wireguard-go data plane', () => {
     await Promise.all(vx.map((e) => dp.createVxlan(e)));
 
     const marker = randomBytes(16);
-    const dir = mkdtempSync(join(tmpdir(), 'nsmesh-wg-'));
-    const file = join(dir, 'underlay.pcap');
     const wgPorts = new Set([p.e1.listenPort, p.e2.listenPort]);
     const isWg = (k: Packet) => !!k.udp && (wgPorts.has(k.udp.sport) || wgPorts.has(k.udp.dport));
     const isVx = (k: Packet) => !!k.udp && k.udp.dport === 4789;
     const hasMarker = (k: Packet) => k.raw.includes(marker);
-    // -Z root: tcpdump would otherwise drop to its own user before writing the file. -U: write each packet at once.
-    const cap = execa('ip', ['netns', 'exec', n1.name, 'tcpdump', '-i', U1, '-n', '-U', '-s', '0', '-Z', 'root', '-w', file, 'udp'], { reject: false });
-    let capErr = '';
-    cap.stderr?.on('data', (d: Buffer) => (capErr += d.toString()));
+    const cap = await startCapture(n1, U1, ['udp']);
+    let packets: Packet[];
     try {
-      await waitFor('tcpdump to listen', () => capErr.includes('listening on'), 10_000);
       const pingMarked = (from: Netns, addr: string) =>
         execIn(from, ['ping', '-4', '-c', '3', '-i', '0.2', '-W', '2', '-s', '120', '-p', marker.toString('hex'), addr]);
       await pingMarked(p1, p.a2);
-      await waitFor('the WireGuard packets in the capture', () => readPcap(file).filter(isWg).length >= 6, 10_000);
+      await waitFor('the WireGuard packets in the capture', () => cap.packets().filter(isWg).length >= 6, 10_000);
       await pingMarked(p1, '169.254.72.2');
-      await waitFor('the VXLAN packets in the capture', () => readPcap(file).filter((k) => isVx(k) && hasMarker(k)).length >= 6, 10_000);
+      await waitFor('the VXLAN packets in the capture', () => cap.packets().filter((k) => isVx(k) && hasMarker(k)).length >= 6, 10_000);
     } finally {
-      cap.kill('SIGINT');
-      await cap;
+      packets = await cap.stop();
     }
-    const packets = readPcap(file);
-    rmSync(dir, { recursive: true, force: true });
     const wg = packets.filter(isWg);
     expect(wg.length).toBeGreaterThanOrEqual(6);
     // The marked pings did cross as WireGuard data: packets big enough to hold them, none showing the marker.

@@ -12,6 +12,8 @@ export interface BenchClient {
   transport: Transport | undefined;
   cli: { path: string };
   service: string;
+  /** Sent with every Request (e.g. `encryption: required`); none when absent. */
+  labels?: Record<string, string>;
 }
 
 export interface Timed {
@@ -38,7 +40,7 @@ export function kernelRequest(mesh: BenchClient, id: string, ifname: string): De
     connection: {
       id,
       network_service: mesh.service,
-      labels: {},
+      labels: { ...mesh.labels },
       path: { index: 0, path_segments: [{ name: 'nsmb-client', id }] },
     },
     mechanism_preferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: ifname, inodeURL: inodeUrlOf(mesh.cli.path) } }],

@@ -19,6 +19,7 @@ export const permissionDenied = (msg: string) => new MeshError(status.PERMISSION
 export const unavailable = (msg: string) => new MeshError(status.UNAVAILABLE, msg);
 export const failedPrecondition = (msg: string) => new MeshError(status.FAILED_PRECONDITION, msg);
 export const deadlineExceeded = (msg: string) => new MeshError(status.DEADLINE_EXCEEDED, msg);
+export const resourceExhausted = (msg: string) => new MeshError(status.RESOURCE_EXHAUSTED, msg);
 export const internal = (msg: string) => new MeshError(status.INTERNAL, msg);
 
 export function isServiceError(e: unknown): e is ServiceError {

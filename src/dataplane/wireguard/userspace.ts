@@ -34,7 +34,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type KeyObject } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
@@ -355,6 +355,24 @@ interface Entry {
 }
 
 /** Keeps the wrapped error's code; adds what we were doing. */
+/**
+ * wireguard-go watches its UAPI socket with an inotify instance, and the host allows each user only
+ * fs.inotify.max_user_instances of them (128 by default), shared with everything else running as root: past that,
+ * every new userspace WireGuard end fails the same way, so say which limit it is and how to raise it.
+ */
+function inotifyExhausted(what: string): DataplaneError {
+  let limit = 'its limit';
+  try {
+    limit = readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8').trim();
+  } catch {
+    // only for the message
+  }
+  return new DataplaneError(
+    `${what}: wireguard-go could not watch its UAPI socket: the host's inotify instances (fs.inotify.max_user_instances = ${limit}) are used up, and each userspace WireGuard end takes one; raise it (sysctl -w fs.inotify.max_user_instances=8192) or use kernel WireGuard`,
+    'EMFILE',
+  );
+}
+
 function wrap(what: string, err: unknown): DataplaneError {
   if (err instanceof DataplaneError) return new DataplaneError(`${what}: ${err.message}`, err.code, err.errno);
   const e = err as { message?: string; code?: unknown };
@@ -480,8 +498,9 @@ class Backend implements WireguardBackend {
       if (proc.exit) throw new DataplaneError(`wireguard-go ${proc.describeExit()}`, 'ECHILD');
       e.state = 'up';
     } catch (err) {
-      const failure = wrap(what, err instanceof Abort ? err.inner : err);
+      let failure = wrap(what, err instanceof Abort ? err.inner : err);
       if (e.proc?.exit && !failure.message.includes('wireguard-go ')) failure.message += `; wireguard-go ${e.proc.describeExit()}`;
+      if (e.proc && /uapi socket: too many open files/i.test(e.proc.tailText())) failure = inotifyExhausted(what);
       await this.teardown(e, failure);
       throw failure;
     }

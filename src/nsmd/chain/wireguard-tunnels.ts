@@ -7,6 +7,8 @@ import {
   type WireguardBackend,
 } from '../../dataplane/wireguard/index.js';
 import type { LinkEnd } from '../../dataplane/types.js';
+import type { DataplaneError } from '../../dataplane/veth/protocol.js';
+import { resourceExhausted } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 
 /** WireGuard peers accept everything the connection routes; one peer per device, as upstream does. */
@@ -52,15 +54,21 @@ export class WireguardTunnels {
 
   /** Creates this node's end; the port becomes the connection's until remove(). */
   async create(connId: string, underlayNetns: string, own: WireguardOffer, peer: { publicKey: string; ip: string; port: number }, end: LinkEnd, mtu: number): Promise<void> {
-    await this.backend.create({
-      connId,
-      underlayNetns,
-      listenPort: own.port,
-      privateKey: own.privateKey,
-      peer: { publicKey: peer.publicKey, endpoint: formatEndpoint(peer.ip, peer.port), allowedIps: ALLOWED_IPS },
-      end,
-      mtu,
-    });
+    try {
+      await this.backend.create({
+        connId,
+        underlayNetns,
+        listenPort: own.port,
+        privateKey: own.privateKey,
+        peer: { publicKey: peer.publicKey, endpoint: formatEndpoint(peer.ip, peer.port), allowedIps: ALLOWED_IPS },
+        end,
+        mtu,
+      });
+    } catch (e) {
+      // A host limit, not a fault of this connection: the caller may retry elsewhere or once ends are closed.
+      if ((e as DataplaneError).code === 'EMFILE') throw resourceExhausted((e as Error).message);
+      throw e;
+    }
     this.portOf.set(connId, own.port);
   }
 

@@ -10,7 +10,7 @@ export const nsmdSettings = {
   nodeName: str('NODE_NAME', 'node-name', os.hostname(), 'node name, given to selectors as {{.nodeName}}'),
   clusterName: str('CLUSTER_NAME', 'cluster-name', '', 'cluster name, given to selectors as {{.clusterName}}'),
   logLevel: str('NSM_LOG_LEVEL', 'log-level', 'INFO', 'TRACE, DEBUG, INFO, WARN or ERROR'),
-  registryUrl: str('NSM_REGISTRY_URL', 'registry-url', 'embedded', 'registry: "embedded" (in nsmd, persisted in the state directory) or etcd://host:port[,host:port...] (shared by several nodes)'),
+  registryUrl: str('NSM_REGISTRY_URL', 'registry-url', 'embedded', 'registry: "embedded" (in nsmd, persisted in the state directory), etcd://host:port[,host:port...] (shared by several nodes) or k8s://[namespace] (NetworkService/NetworkServiceEndpoint custom resources; namespace default NSM_K8S_NAMESPACE or nsm-system; API from the pod\'s service account or NSM_KUBECONFIG)'),
   stateDir: str('NSM_STATE_DIR', 'state-dir', '/var/lib/networkservicemesh/state', 'where nsmd keeps its registry and connection state (mode 0700)'),
   remoteListenOn: str('NSM_REMOTE_LISTEN_ON', 'remote-listen-on', '', 'remote API for other nodes\' nsmd, mutual TLS: tcp://<node-ip>:5001 (empty: single node)'),
   remoteUrl: str('NSM_REMOTE_URL', 'remote-url', '', 'address other nodes reach this nsmd at (default: the remote listen address)'),

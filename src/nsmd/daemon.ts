@@ -58,8 +58,17 @@ async function openRegistry(cfg: NsmdConfig, log: Logger): Promise<Registry> {
       logger: log.child({ component: 'registry' }),
     });
   }
+  if (cfg.registryUrl.startsWith('k8s://')) {
+    // Imported on demand: the Kubernetes client takes about a second to load and only this backend needs it.
+    const { createK8sRegistry, parseK8sRegistryUrl } = await import('../registry/k8s/index.js');
+    return createK8sRegistry({
+      ...parseK8sRegistryUrl(cfg.registryUrl, process.env),
+      maxExpirationMs: cfg.registryExpiration,
+      logger: log.child({ component: 'registry' }),
+    });
+  }
   if (cfg.registryUrl !== 'embedded') {
-    throw new Error(`NSM_REGISTRY_URL "${cfg.registryUrl}" is not supported: use "embedded" or etcd://host:port[,host:port...]`);
+    throw new Error(`NSM_REGISTRY_URL "${cfg.registryUrl}" is not supported: use "embedded", etcd://host:port[,host:port...] or k8s://[namespace]`);
   }
   return createEmbeddedRegistry({
     stateFile: path.join(cfg.stateDir, 'registry.json'),

@@ -23,17 +23,20 @@ export interface ClientOptions {
   maxTokenLifetimeMs: number;
   transport: Transport;
   log: Logger;
+  /** A path that opens the network namespace to request into (a CNI plugin's CNI_NETNS); default: this thread's. */
+  netns?: string;
 }
 
 /** The client side of the mesh: requests each service into this process's namespace, refreshes, closes. */
 export class MeshClient {
   private readonly api: ApiClient<'networkservice.NetworkService'>;
-  private readonly inodeUrl = inodeUrlOf('/proc/thread-self/ns/net');
+  private readonly inodeUrl: string;
   private readonly conns = new Map<string, Connection>();
   private refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ClientOptions) {
     this.api = new ApiClient('networkservice.NetworkService', o.connectTo, o.transport);
+    this.inodeUrl = inodeUrlOf(o.netns ?? '/proc/thread-self/ns/net');
   }
 
   connections(): Connection[] {

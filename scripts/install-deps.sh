@@ -12,6 +12,7 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v nft >/dev/null || need+=(nftables)
 [ -x /usr/lib/cni/ptp ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "nsmesh needs root to install: ${need[*]}" >&2; exit 1; fi

@@ -4,13 +4,14 @@ import type { Element } from '../chain/types.js';
 import { inodeUrlOf } from '../dataplane/netns.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { invalidArgument } from '../util/errors.js';
+import type { EndpointEvents } from './events.js';
 import type { PointToPointIpam } from './ipam.js';
 import type { EndpointCloseState, EndpointRecord, EndpointRequestState } from './state.js';
 
 type EndpointElement = Element<EndpointRequestState, EndpointCloseState>;
 
-/** Serialises events per connection and keeps the endpoint's table of live connections. */
-export function endpointBegin(table: Map<string, EndpointRecord>, mutex = new KeyedMutex()): EndpointElement {
+/** Serialises events per connection and keeps the endpoint's table of live connections, announcing each change. */
+export function endpointBegin(table: Map<string, EndpointRecord>, events: EndpointEvents, mutex = new KeyedMutex()): EndpointElement {
   return {
     name: 'begin',
     request: (st, next) =>
@@ -18,12 +19,14 @@ export function endpointBegin(table: Map<string, EndpointRecord>, mutex = new Ke
         st.existing = table.get(st.request.connection.id);
         st.refresh = st.existing !== undefined;
         const conn = await next.request(st);
-        table.set(conn.id, {
+        const record: EndpointRecord = {
           id: conn.id,
           connection: structuredClone(conn),
           expiresAt: st.expiresAt ?? Infinity,
           ...(st.owner ? { owner: st.owner } : {}),
-        });
+        };
+        table.set(conn.id, record);
+        events.emit({ type: 'UPDATE', connection: record.connection, record });
         return conn;
       }),
     close: (st, next) =>
@@ -33,6 +36,7 @@ export function endpointBegin(table: Map<string, EndpointRecord>, mutex = new Ke
           await next.close(st);
         } finally {
           table.delete(st.record.id);
+          events.emit({ type: 'DELETE', connection: { ...st.record.connection, state: 'DOWN' }, record: st.record });
         }
       }),
   };
@@ -40,9 +44,10 @@ export function endpointBegin(table: Map<string, EndpointRecord>, mutex = new Ke
 
 /**
  * The endpoint side of KERNEL: names the interface nsmd will create here and says which namespace "here"
- * is. The name is derived from the connection id so that refreshes and restarts agree on it.
+ * is. The name is derived from the connection id so that refreshes and restarts agree on it; its prefix
+ * (1–6 characters, leaving 8 or more hex digits) lets an endpoint tell its client-facing interfaces from others, e.g. in firewall rules.
  */
-export function kernelServer(netnsFile = '/proc/self/ns/net'): EndpointElement {
+export function kernelServer(netnsFile = '/proc/self/ns/net', prefix = 'nsm'): EndpointElement {
   const inodeUrl = inodeUrlOf(netnsFile);
   return {
     name: 'kernel-mechanism',
@@ -50,7 +55,7 @@ export function kernelServer(netnsFile = '/proc/self/ns/net'): EndpointElement {
       const conn = st.request.connection;
       const offered = st.request.mechanism_preferences.some((m) => m.type === MechanismType.KERNEL) || conn.mechanism?.type === MechanismType.KERNEL;
       if (!offered) throw invalidArgument('this endpoint serves only the KERNEL mechanism, and none was offered');
-      const name = conn.mechanism?.parameters[KernelParam.NAME] || 'nsm' + createHash('sha256').update(conn.id).digest('hex').slice(0, 11);
+      const name = conn.mechanism?.parameters[KernelParam.NAME] || prefix + createHash('sha256').update(conn.id).digest('hex').slice(0, 14 - prefix.length);
       conn.mechanism = { cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: { [KernelParam.NAME]: name, [KernelParam.INODE_URL]: inodeUrl } };
       return next.request(st);
     },

@@ -92,15 +92,24 @@ export class PointToPointIpam {
   private next(pool: Pool, excluded: ReturnType<typeof parseCidr>[]): string {
     const bytes = pool.bits / 8;
     let off = this.cursor.get(pool)!;
+    let skippedExcluded = false;
     for (let tried = 0n; tried < pool.size; tried++, off++) {
       if (off >= pool.size - 1n) off = 1n;
       const addr = formatIp(fromBig(pool.base + off, bytes));
-      if (this.used.has(addr) || excluded.some((e) => e.family === pool.family && within(pool.base + off, e, pool.bits))) continue;
+      if (this.used.has(addr)) continue;
+      if (excluded.some((e) => e.family === pool.family && within(pool.base + off, e, pool.bits))) {
+        skippedExcluded = true;
+        continue;
+      }
       this.used.add(addr);
       this.cursor.set(pool, off + 1n);
       return addr;
     }
-    throw new Error(`prefix ${pool.cidr} has no free addresses left`);
+    throw new Error(
+      skippedExcluded
+        ? `prefix ${pool.cidr} has no free address outside the excluded prefixes: give the endpoint a prefix the client does not use (NSM_CIDR_PREFIX)`
+        : `prefix ${pool.cidr} has no free addresses left`,
+    );
   }
 }
 

@@ -134,7 +134,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   ]);
   chain = chainFor(false);
   const remoteChain = chainFor(true);
-  const peers = new PeerMonitor(store, transport, (r) => !r.endpoint.url.startsWith('unix:'), closeRecord, log);
+  const peers = new PeerMonitor(store, transport, closeRecord, log);
 
   // An endpoint that leaves the registry (unregistered or expired) takes its connections down with it.
   const unwatch = registry.watchEndpoints(messageCodec('registry.NetworkServiceEndpoint').normalize({}), (e) => {

@@ -73,7 +73,8 @@ await runMain({
       await ep.stop();
       passthrough.close();
       clientRoutes.close();
-      await setForwarding(false);
+      const stuck = await setForwarding(false);
+      if (stuck.length) log.warn({ sysctls: stuck }, 'forwarding stays on: /proc/sys is read-only here (the pod\'s links go with it)');
       transport.close();
     };
   },

@@ -63,7 +63,8 @@ await runMain({
         await ep.closeAll('vpn gateway stopping');
         await ep.stop();
         await tunnel.close();
-        await setForwarding(false);
+        const stuck = await setForwarding(false);
+        if (stuck.length) log.warn({ sysctls: stuck }, 'forwarding stays on: /proc/sys is read-only here (the pod\'s links go with it)');
         transport.close();
       })());
     return () => stop();

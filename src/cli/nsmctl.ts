@@ -24,7 +24,9 @@ const USAGE = `nsmctl <command> [flags]
 
 commands:
   apply -f FILE                  register the NetworkServices in a YAML file (v1 or v0.2 form; - reads stdin)
-  get services|endpoints|connections
+  get services [NAME]            NetworkServices (NAME@domain: asked of that domain through nsmd)
+  get endpoints [SERVICE]        endpoints, all or those serving SERVICE (SERVICE@domain: that domain's)
+  get connections
   delete service NAME            unregister a NetworkService
   close ID                       close a connection (its id, or any path segment id)`;
 
@@ -72,7 +74,8 @@ await runMain({
           const what = args[0];
           if (what === 'services' || what === 'ns') {
             const c = new ApiClient('registry.NetworkServiceRegistry', v.connectTo, transport);
-            const res = await wrap('listing services', c.collect('Find', { network_service: {} }, opts));
+            const name = args[1] ?? '';
+            const res = await wrap(name ? `finding service "${name}"` : 'listing services', c.collect('Find', { network_service: { name } }, opts));
             c.close();
             const list = res.map((r) => r.network_service!);
             return out(list, () =>
@@ -81,7 +84,9 @@ await runMain({
           }
           if (what === 'endpoints' || what === 'nse') {
             const c = new ApiClient('registry.NetworkServiceEndpointRegistry', v.connectTo, transport);
-            const res = await wrap('listing endpoints', c.collect('Find', { network_service_endpoint: {} }, opts));
+            const service = args[1];
+            const query = { network_service_endpoint: service ? { network_service_names: [service] } : {} };
+            const res = await wrap(service ? `finding endpoints of "${service}"` : 'listing endpoints', c.collect('Find', query, opts));
             c.close();
             const list = res.map((r) => r.network_service_endpoint!);
             return out(list, () =>
@@ -101,7 +106,7 @@ await runMain({
             const list = await wrap('listing connections', listConnections(v.connectTo, v.timeout, transport));
             return out(list, () => connectionsTable(list));
           }
-          throw new UsageError('usage: nsmctl get services|endpoints|connections');
+          throw new UsageError('usage: nsmctl get services [NAME] | endpoints [SERVICE] | connections');
         }
         case 'delete': {
           if (args[0] !== 'service' || !args[1]) throw new UsageError('usage: nsmctl delete service NAME');

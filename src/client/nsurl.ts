@@ -1,4 +1,4 @@
-import { ifnameProblem, validateLabels } from '../api/validate.js';
+import { ifnameProblem, nameProblem, validateLabels } from '../api/validate.js';
 import { MeshError } from '../util/errors.js';
 
 /** One requested network service, from either accepted notation. */
@@ -12,9 +12,8 @@ export interface NsUrl {
 }
 
 export const ACCEPTED_FORMS =
-  'kernel://service[@domain][/ifname][?label=value&...] (upstream v1) or service[@domain][/ifname][?label=value&...] (the ns.networkservicemesh.io annotation form)';
+  'kernel://service[@domain][/ifname][?label=value&...] (upstream v1) or service[@domain][/ifname][?label=value&...] (the ns.networkservicemesh.io annotation form); domain is a DNS name or a literal ip:port';
 
-const SERVICE = /^[a-z0-9]([-a-z0-9._]*[a-z0-9])?(@[a-z0-9]([-a-z0-9.:]*[a-z0-9])?)?$/i;
 const SUPPORTED = new Set(['KERNEL']);
 
 export class NsUrlError extends Error {}
@@ -36,7 +35,8 @@ export function parseNsUrl(text: string): NsUrl {
   const parts = pathPart.split('/').filter((p) => p.length > 0);
   const service = parts[0] ?? '';
   if (!service) throw fail('no network service named');
-  if (!SERVICE.test(service)) throw fail(`"${service}" is not a valid network service name`);
+  const badName = nameProblem(service);
+  if (badName) throw fail(`"${service}" is not a valid network service name: ${badName}`);
   const ifname = parts.length > 1 ? parts[parts.length - 1] : undefined;
   if (ifname !== undefined) {
     const problem = ifnameProblem(ifname);

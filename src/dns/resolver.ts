@@ -33,6 +33,25 @@ export class DomainNotFoundError extends Error {
 /** No configured server gave a usable answer (all timed out, refused, or failed). */
 export class NoDnsServerError extends Error {}
 
+/** An answer that arrived but cannot be used as it is (too many records for a sane domain). */
+export class DnsAnswerError extends Error {}
+
+/**
+ * Resolving a domain failed for a reason other than the domain not existing: DNS servers failing or silent,
+ * or an unusable answer. The message names the domain, since the caller asked for a service, not a DNS name.
+ */
+export class DomainResolutionError extends Error {
+  constructor(readonly domain: string, readonly cause: Error) {
+    super(`cannot resolve NSM domain "${domain}": ${cause.message}`);
+  }
+}
+
+/**
+ * More SRV records than any domain needs for its entry nsmds; each would cost a dial timeout when the ones
+ * before it fail, so a huge answer (misconfiguration, or a hostile server) is refused rather than tried.
+ */
+export const MAX_SRV_RECORDS = 64;
+
 export interface SrvResolverOptions {
   /** 'ip:port', '[v6]:port' or a bare ip (port 53). Default: NSM_DNS_SERVERS, else /etc/resolv.conf. */
   servers?: string[];
@@ -93,10 +112,22 @@ export class SrvResolver {
       const { address, port } = literal;
       return [{ host: address, port, address, priority: 0, weight: 0, url: tcpUrl(address, port) }];
     }
+    try {
+      return await this.resolveSrv(domain);
+    } catch (e) {
+      if (e instanceof DomainNotFoundError) throw e;
+      throw new DomainResolutionError(domain, e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  private async resolveSrv(domain: string): Promise<Target[]> {
     const tried: { name: string; outcome: string }[] = [];
     for (const name of srvNamesFor(domain)) {
       const res = await this.query(name, 'SRV');
-      const srv = res.answers.filter((a): a is SrvAnswer => a.type === 'SRV' && a.data.target !== '.' && a.data.target !== '');
+      const srv = res.answers.filter((a): a is SrvAnswer => a.type === 'SRV' && typeof a.data?.target === 'string' && a.data.target !== '.' && a.data.target !== '');
+      if (srv.length > MAX_SRV_RECORDS) {
+        throw new DnsAnswerError(`the answer for SRV ${name} has ${srv.length} records; at most ${MAX_SRV_RECORDS} are accepted (list only the domain's entry nsmds)`);
+      }
       if (srv.length === 0) {
         tried.push({ name, outcome: res.rcode === 'NOERROR' ? 'no SRV records' : res.rcode });
         continue;
@@ -120,6 +151,10 @@ export class SrvResolver {
         const address = pickAddress(additionals, host) ?? (await this.lookupAddress(host));
         if (!address) {
           this.log.warn({ host }, 'SRV target has no address; skipping it');
+          return null;
+        }
+        if (!(s.data.port >= 1 && s.data.port <= 65535)) {
+          this.log.warn({ host, port: s.data.port }, 'SRV target has no usable port; skipping it');
           return null;
         }
         const t: Target = { host, port: s.data.port, address, priority: s.data.priority ?? 0, weight: s.data.weight ?? 0, url: tcpUrl(address, s.data.port) };

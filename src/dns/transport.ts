@@ -31,8 +31,8 @@ export interface DnsTransport {
 
 /** A server that could not be asked (timeout, refused, garbled reply): the resolver moves on to the next one. */
 export class DnsServerError extends Error {
-  constructor(readonly server: DnsServer, message: string) {
-    super(`${formatServer(server)}: ${message}`);
+  constructor(readonly server: DnsServer, readonly detail: string) {
+    super(`${formatServer(server)}: ${detail}`);
   }
 }
 
@@ -63,12 +63,15 @@ export class UdpTcpTransport implements DnsTransport {
 
   async query(server: DnsServer, q: DnsQuery, timeoutMs: number): Promise<DnsResponse> {
     const deadline = Date.now() + timeoutMs;
-    if (!this.opts.forceTcp) {
-      const udp = await queryUdp(server, q, timeoutMs);
-      if (!udp.flag_tc) return toResponse(udp, 'udp');
+    if (this.opts.forceTcp) return toResponse(await queryTcp(server, q, timeoutMs), 'tcp');
+    const udp = await queryUdp(server, q, timeoutMs);
+    if (!udp.flag_tc) return toResponse(udp, 'udp');
+    try {
+      return toResponse(await queryTcp(server, q, Math.max(1, deadline - Date.now())), 'tcp');
+    } catch (e) {
+      // A truncated answer is never used as it is: its missing records could be the ones that matter.
+      throw new DnsServerError(server, `the UDP answer for ${q.type} ${q.name} was truncated and the TCP retry failed (${(e as DnsServerError).detail ?? (e as Error).message})`);
     }
-    const tcp = await queryTcp(server, q, Math.max(1, deadline - Date.now()));
-    return toResponse(tcp, 'tcp');
   }
 }
 
@@ -96,7 +99,10 @@ function queryUdp(server: DnsServer, q: DnsQuery, timeoutMs: number): Promise<De
   return new Promise((resolve, reject) => {
     const id = randomInt(65536);
     const sock = dgram.createSocket(net.isIPv6(server.address) ? 'udp6' : 'udp4');
+    let done = false;
     const finish = (err: Error | null, p?: DecodedPacket) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
       sock.close();
       if (err) reject(err);
@@ -110,7 +116,10 @@ function queryUdp(server: DnsServer, q: DnsQuery, timeoutMs: number): Promise<De
       let p: DecodedPacket;
       try {
         p = dnsPacket.decode(msg);
-      } catch {
+      } catch (e) {
+        // Garbage that does not even carry our id is noise (or spoofing) and is ignored; a reply to our
+        // query that does not decode is the server's answer, and waiting longer would not improve it.
+        if (msg.length >= 2 && msg.readUInt16BE(0) === id) finish(new DnsServerError(server, `malformed UDP reply for ${q.type} ${q.name}: ${(e as Error).message}`));
         return;
       }
       if (matches(p, id, q)) finish(null, p);
@@ -124,7 +133,10 @@ function queryTcp(server: DnsServer, q: DnsQuery, timeoutMs: number): Promise<De
     const id = randomInt(65536);
     let buf = Buffer.alloc(0);
     const sock = net.connect({ host: server.address, port: server.port });
+    let done = false;
     const finish = (err: Error | null, p?: DecodedPacket) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
       sock.destroy();
       if (err) reject(err);
@@ -143,7 +155,7 @@ function queryTcp(server: DnsServer, q: DnsQuery, timeoutMs: number): Promise<De
         if (matches(p, id, q)) finish(null, p);
         else finish(new DnsServerError(server, `TCP reply does not match the ${q.type} ${q.name} query`));
       } catch (e) {
-        finish(new DnsServerError(server, `undecodable TCP reply: ${(e as Error).message}`));
+        finish(new DnsServerError(server, `malformed TCP reply for ${q.type} ${q.name}: ${(e as Error).message}`));
       }
     });
     sock.on('end', () => finish(new DnsServerError(server, 'TCP connection closed before a full reply')));

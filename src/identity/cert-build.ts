@@ -67,6 +67,9 @@ export interface CertificateTemplate {
   keyUsage: number;
   extKeyUsage?: string[];
   uriSans?: string[];
+  /** For web-PKI server certificates (a federation bundle endpoint), never in an SVID. */
+  dnsSans?: string[];
+  ipSans?: string[];
   /** Positive serial as big-endian bytes; random 127 bits when omitted. */
   serial?: Buffer;
 }
@@ -118,16 +121,15 @@ export function buildCertificate(t: CertificateTemplate): Buffer {
     extension(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(keyIdentifier(issuerKey)) })),
   ];
   if (t.extKeyUsage?.length) extensions.push(extension(id_ce_extKeyUsage, false, new ExtendedKeyUsage(t.extKeyUsage)));
-  if (t.uriSans?.length) {
+  const sans = [
+    ...(t.uriSans ?? []).map((uri) => new GeneralName({ uniformResourceIdentifier: uri })),
+    ...(t.dnsSans ?? []).map((dns) => new GeneralName({ dNSName: dns })),
+    ...(t.ipSans ?? []).map((ip) => new GeneralName({ iPAddress: ip })),
+  ];
+  if (sans.length) {
     const subjectEmpty = !t.subject.country && !t.subject.organization && !t.subject.commonName;
     // RFC 5280 §4.2.1.6: with an empty subject the SAN extension is the identity and must be critical.
-    extensions.push(
-      extension(
-        id_ce_subjectAltName,
-        subjectEmpty,
-        new SubjectAlternativeName(t.uriSans.map((uri) => new GeneralName({ uniformResourceIdentifier: uri }))),
-      ),
-    );
+    extensions.push(extension(id_ce_subjectAltName, subjectEmpty, new SubjectAlternativeName(sans)));
   }
   const serial = t.serial ?? randomSerial();
   const tbs = new TBSCertificate({

@@ -50,3 +50,9 @@ export function toDerList(certsDer: Buffer | Uint8Array | readonly (Buffer | Uin
   const list = Array.isArray(certsDer) ? certsDer : [certsDer as Uint8Array];
   return list.flatMap((b) => splitDer(b));
 }
+
+/** Every CERTIFICATE block of a PEM text (a bundle file written with --bundle-out, for instance). */
+export function fromPem(text: string): X509Certificate[] {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => new X509Certificate(b));
+}

@@ -11,3 +11,9 @@ export { connectX509Source, WorkloadX509Source, DEFAULT_WORKLOAD_API_SOCKET } fr
 export type { X509SourceOptions } from './workload-client.js';
 export { serverCredentials, channelCredentials, peerOf } from './tls.js';
 export type { SpiffePeer, ServerCredentialsOptions, ChannelCredentialsOptions } from './tls.js';
+export { FederatedSource, parseFederatesWith, formatFederatesWith } from './federation.js';
+export type { FederationEntry, FederationStatus, FederatedSourceOptions } from './federation.js';
+export { BundleEndpointFollower, fetchSpiffeBundle, startBundleEndpoint } from './bundle-endpoint.js';
+export type { BundleFollowerOptions, BundleEndpointServerOptions, RunningBundleEndpoint } from './bundle-endpoint.js';
+export { encodeSpiffeBundle, decodeSpiffeBundle, BundleFormatError } from './bundle-format.js';
+export type { SpiffeBundle } from './bundle-format.js';

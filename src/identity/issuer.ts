@@ -23,6 +23,13 @@ import { concatDer, toDerList } from './der.js';
 import { StaticX509Source, Svid, type X509Source } from './source.js';
 import { parseSpiffeId, parseTrustDomain, trustDomainId } from './spiffe-id.js';
 import { createCa, issueSvid, type Ca, type IssuedSvid } from './x509.js';
+import {
+  BundleEndpointFollower,
+  startBundleEndpoint,
+  type BundleEndpointServerOptions,
+  type BundleFollowerOptions,
+  type RunningBundleEndpoint,
+} from './bundle-endpoint.js';
 
 export interface EmbeddedIssuerOptions {
   /** Default nsmesh.local. */
@@ -63,6 +70,8 @@ function headerProblem(md: grpc.Metadata): string | undefined {
 export class EmbeddedIssuer {
   private readonly workloads = new Map<string, Workload>();
   private readonly federated = new Map<string, Buffer[]>();
+  private readonly followers = new Map<string, BundleEndpointFollower>();
+  private readonly endpoints = new Set<RunningBundleEndpoint>();
   private closed = false;
   private localCount = 0;
 
@@ -168,7 +177,39 @@ export class EmbeddedIssuer {
   }
 
   removeFederatedBundle(trustDomain: string): void {
-    if (this.federated.delete(parseTrustDomain(trustDomain))) this.pushAll();
+    const td = parseTrustDomain(trustDomain);
+    this.followers.get(td)?.close();
+    this.followers.delete(td);
+    if (this.federated.delete(td)) this.pushAll();
+  }
+
+  /**
+   * Federates with a trust domain through its bundle endpoint, as a SPIRE server does: its bundle is
+   * fetched now and at every refresh hint, and each change reaches the workloads as a federated bundle.
+   * Resolves after the first attempt; true when it brought a bundle (a failure is retried in the background).
+   */
+  async followFederatedBundle(trustDomain: string, url: string, opts: BundleFollowerOptions = {}): Promise<boolean> {
+    this.assertOpen();
+    const td = parseTrustDomain(trustDomain);
+    if (td === this.trustDomain) throw new Error(`${td} is this issuer's own trust domain`);
+    this.followers.get(td)?.close();
+    const f = new BundleEndpointFollower(td, url, { log: this.log, ...opts });
+    this.followers.set(td, f);
+    f.on('update', () => {
+      if (this.followers.get(td) === f) this.addFederatedBundle(td, f.certs()!.map((c) => c.raw));
+    });
+    return f.start();
+  }
+
+  /** Publishes this trust domain's bundle for federated peers (SPIFFE bundle endpoint, https_web profile). */
+  async serveBundleEndpoint(o: Omit<BundleEndpointServerOptions, 'bundle' | 'log'>): Promise<RunningBundleEndpoint> {
+    this.assertOpen();
+    const ep = await startBundleEndpoint({ ...o, bundle: () => this.bundle(), log: this.log });
+    this.endpoints.add(ep);
+    return { url: ep.url, close: async () => {
+      this.endpoints.delete(ep);
+      await ep.close();
+    } };
   }
 
   async close(): Promise<void> {
@@ -177,7 +218,10 @@ export class EmbeddedIssuer {
     const all = [...this.workloads.values()];
     this.workloads.clear();
     for (const w of all) this.dropWorkload(w);
-    await Promise.all(all.map((w) => w.server?.close()));
+    for (const f of this.followers.values()) f.close();
+    this.followers.clear();
+    await Promise.all([...all.map((w) => w.server?.close()), ...[...this.endpoints].map((e) => e.close())]);
+    this.endpoints.clear();
   }
 
   private assertOpen(): void {

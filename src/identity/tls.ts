@@ -179,7 +179,7 @@ export function serverCredentials(source: X509Source, opts: ServerCredentialsOpt
 }
 
 /** The peer's chain as TLS presented and completed it: leaf, then issuers up to the root. */
-function chainOf(cert: DetailedPeerCertificate): Buffer[] {
+export function chainOf(cert: DetailedPeerCertificate): Buffer[] {
   const out: Buffer[] = [];
   let c: DetailedPeerCertificate | undefined = cert;
   while (c?.raw && out.length < 10) {

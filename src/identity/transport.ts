@@ -4,6 +4,7 @@ import { channelCredentials, peerOf, serverCredentials, type SpiffePeer } from '
 import type { Svid, X509Source } from './source.js';
 import type { Bundles } from './x509.js';
 import { connectX509Source, DEFAULT_WORKLOAD_API_SOCKET, type WorkloadX509Source } from './workload-client.js';
+import { FederatedSource, type FederationEntry, type FederationStatus } from './federation.js';
 
 /**
  * How a component talks gRPC: with its X.509-SVID over mutual TLS (the default), or — only when asked for
@@ -20,6 +21,8 @@ export interface Transport {
   bundles(): Bundles;
   /** The verified peer of a server call; undefined in insecure mode. */
   peer(call: Parameters<typeof peerOf>[0]): SpiffePeer | undefined;
+  /** Which other trust domains are accepted, when federation is configured (nsmd). */
+  readonly federation?: FederationStatus;
   close(): void;
 }
 
@@ -39,9 +42,10 @@ export function insecureTransport(log: Logger, component: string): Transport {
   };
 }
 
-export function sourceTransport(source: X509Source & { close?: () => void }): Transport {
+export function sourceTransport(source: X509Source & { close?: () => void }, federation?: FederationStatus): Transport {
   return {
     secure: true,
+    ...(federation ? { federation } : {}),
     serverCredentials: () => serverCredentials(source),
     channelCredentials: (onServer) =>
       channelCredentials(source, {
@@ -64,6 +68,11 @@ export interface TransportOptions {
   timeoutMs?: number;
   component: string;
   log: Logger;
+  /**
+   * When given, the only other trust domains accepted (bundles from the Workload API or bundle endpoints);
+   * when absent, every bundle the Workload API sends is trusted.
+   */
+  federatesWith?: readonly FederationEntry[];
 }
 
 /** Fetches this component's SVID from the Workload API (SPIRE's agent, or the embedded issuer). */
@@ -79,5 +88,8 @@ export async function openTransport(o: TransportOptions): Promise<Transport> {
     );
   }
   o.log.info({ spiffeId: source.svid().spiffeId, workloadApi: url }, 'identity from the Workload API');
-  return sourceTransport(source);
+  if (!o.federatesWith) return sourceTransport(source);
+  const federated = await FederatedSource.open(source, o.federatesWith, { log: o.log });
+  if (o.federatesWith.length) o.log.info({ federatesWith: federated.trustDomains }, 'federated trust domains');
+  return sourceTransport(federated, federated);
 }

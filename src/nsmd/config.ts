@@ -1,7 +1,18 @@
 import os from 'node:os';
-import { bool, dur, int, str, type Values } from '../util/settings.js';
+import { bool, dur, int, str, type Setting, type Values } from '../util/settings.js';
+import { formatFederatesWith, parseFederatesWith, type FederationEntry } from '../identity/federation.js';
 
 export const DEFAULT_NSM_SOCKET = 'unix:///var/lib/networkservicemesh/nsm.io.sock';
+
+const federatesWith: Setting<FederationEntry[]> = {
+  env: 'NSM_FEDERATES_WITH',
+  flag: 'federates-with',
+  description:
+    "other domains' trust domains whose SVIDs are accepted, comma separated: TD (bundle from the Workload API's federated bundles) or TD=https://bundle-endpoint (fetched and refreshed here); empty: this trust domain only",
+  default: [],
+  parse: parseFederatesWith,
+  format: formatFederatesWith,
+};
 
 /** nsmd's settings, with upstream's environment names where upstream has one. */
 export const nsmdSettings = {
@@ -23,6 +34,11 @@ export const nsmdSettings = {
   requestTimeout: dur('NSM_REQUEST_TIMEOUT', 'request-timeout', '15s', 'deadline for one Request through the whole chain'),
   mtu: int('NSM_MTU', 'mtu', 1500, 'MTU of local (veth) connections when the client asks for none', 576, 65535),
   statsInterval: dur('NSM_STATS_INTERVAL', 'stats-interval', '0', 'log a "stats" line (memory, connections, event-loop delay) this often; 0 = off'),
+  federatesWith,
+  dnsServers: str('NSM_DNS_SERVERS', 'dns-servers', '', 'DNS servers for service@domain (ip, ip:port or [v6]:port, comma separated); empty: the nameservers of /etc/resolv.conf'),
+  interdomainMechanismPriority: str('NSM_INTERDOMAIN_MECHANISM_PRIORITY', 'interdomain-mechanism-priority', 'WIREGUARD', 'remote mechanisms offered to endpoints of other domains, most preferred first (WIREGUARD, VXLAN)'),
+  interdomainLookupTtl: dur('NSM_INTERDOMAIN_LOOKUP_TTL', 'interdomain-lookup-ttl', '5s', "how long Requests reuse another domain's registry answer (0: ask every time; registry Find always asks)"),
+  mapIpFile: str('NSM_MAP_IP_FILE', 'map-ip-file', '', "NAT address map: YAML of internal-ip: external-ip, this node's addresses as other domains reach them (upstream's map-ip)"),
   insecure: bool('NSM_INSECURE', 'insecure', false, 'development only: no mutual TLS, no path tokens, no authorization'),
   workloadApi: str('SPIFFE_ENDPOINT_SOCKET', 'spiffe-endpoint-socket', 'unix:///run/spire/sockets/agent.sock', "SPIFFE Workload API that gives nsmd its X.509-SVID (SPIRE agent or nsm-issuer)"),
   authzPolicy: str('NSM_AUTHZ_POLICY', 'authz-policy', '', 'YAML policy: who may request, register, monitor (empty: the defaults)'),

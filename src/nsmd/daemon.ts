@@ -38,6 +38,8 @@ import { monitorHandlers } from './monitor-server.js';
 import { networkServiceHandlers } from './network-service-server.js';
 import { startStatsReporter } from './stats.js';
 import { endpointRegistryHandlers, networkServiceRegistryHandlers } from './registry-server.js';
+import { SrvResolver } from '../dns/resolver.js';
+import { AddressMap, InterdomainRegistry, otherDomainCaller, remoteEndpointRegistryHandlers, remoteServiceRegistryHandlers } from '../interdomain/index.js';
 
 export interface Nsmd {
   readonly url: string;
@@ -81,8 +83,18 @@ async function openRegistry(cfg: NsmdConfig, log: Logger): Promise<Registry> {
 export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
   const policy = cfg.authzPolicy ? Policy.load(cfg.authzPolicy) : undefined;
   const isAdmin = globMatcher(parseList(cfg.adminIds));
-  const transport = await openTransport({ insecure: cfg.insecure, workloadApi: cfg.workloadApi, component: 'nsmd', log });
-  const registry = await openRegistry(cfg, log);
+  const transport = await openTransport({ insecure: cfg.insecure, workloadApi: cfg.workloadApi, component: 'nsmd', log, federatesWith: cfg.federatesWith });
+  // Names with @domain are asked of that domain; everything else is this domain's registry. Other nodes and
+  // domains (the remote API) are answered from this domain's registry only: nsmd relays nobody's queries.
+  const ownRegistry = await openRegistry(cfg, log);
+  const registry = new InterdomainRegistry(ownRegistry, {
+    resolver: new SrvResolver({ ...(cfg.dnsServers ? { servers: parseList(cfg.dnsServers) } : {}), log: log.child({ component: 'dns' }) }),
+    transport,
+    dialTimeoutMs: cfg.dialTimeout,
+    queryTimeoutMs: Math.min(cfg.requestTimeout, 5000),
+    lookupTtlMs: cfg.interdomainLookupTtl,
+    log,
+  });
   const dataplane = await createNetlinkDataplane({ logger: log.child({ component: 'dataplane' }) });
   const store = new ConnectionStore(path.join(cfg.stateDir, 'connections'), log);
   const clients = new EndpointClients(transport);
@@ -110,7 +122,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     if (!wireguard) throw new Error('WireGuard is not ready');
     return wireguard;
   };
-  if (routing.mechanisms.includes('WIREGUARD')) wireguard = await WireguardTunnels.start(log, (connId) => store.setState(connId, 'DOWN'));
+  if ([...routing.mechanisms, ...routing.interdomainMechanisms].includes('WIREGUARD')) wireguard = await WireguardTunnels.start(log, (connId) => store.setState(connId, 'DOWN'));
   // The same chain serves local clients (KERNEL) and other nodes' nsmd (VXLAN, remote API only).
   const chainFor = (remote: boolean) => compose<NsmdRequestState, NsmdCloseState>([
     updatePath(cfg.name, (callerId) => store.idForClient(callerId)),
@@ -123,11 +135,12 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
       ownerOfClosing: (st) => st.record.owner,
       signOwnSegment: false,
     }),
+    ...(remote ? [otherDomainCaller(transport)] : []),
     expiry.element<NsmdRequestState, NsmdCloseState>((st) => st.record.id),
     track(store),
     clientInfo({ nodeName: cfg.nodeName, clusterName: cfg.clusterName }),
     clientMechanism(dataplane, remote ? routing.mechanisms : []),
-    discover(registry),
+    discover(remote ? ownRegistry : registry),
     select(roundRobin),
     plumb(dataplane, store, routing, cfg.mtu, tunnels),
     connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing, () => tunnels().offer()),
@@ -166,6 +179,9 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
       remote = await startServer(cfg.remoteListenOn, (s) => {
         addService(s, 'networkservice.NetworkService', networkServiceHandlers({ chain: remoteChain, store, requestTimeoutMs: cfg.requestTimeout, transport, log }));
         addService(s, 'connection.MonitorConnection', monitorHandlers(store, access));
+        // Other domains find this domain's services and endpoints here (Find only).
+        addService(s, 'registry.NetworkServiceRegistry', remoteServiceRegistryHandlers(ownRegistry));
+        addService(s, 'registry.NetworkServiceEndpointRegistry', remoteEndpointRegistryHandlers(ownRegistry, transport, routing.addressMap));
       }, transport.serverCredentials());
     }
   } catch (e) {
@@ -220,12 +236,21 @@ async function routingOf(cfg: NsmdConfig, log: Logger): Promise<Routing> {
     ownUrl = cfg.remoteListenOn;
   }
   const tunnelIp = cfg.tunnelIp || (ownUrl ? parseSocketUrl(ownUrl).target.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : undefined);
-  const mechanisms = parseList(cfg.mechanismPriority).map((m) => m.toUpperCase());
-  const unknown = mechanisms.filter((m) => m !== 'VXLAN' && m !== 'WIREGUARD');
-  if (unknown.length || mechanisms.length === 0) {
-    throw new Error(`NSM_MECHANISM_PRIORITY "${cfg.mechanismPriority}": expected a comma list of VXLAN and WIREGUARD`);
-  }
-  return { ownUrl, tunnelIp, vxlanPort: cfg.vxlanPort, mechanisms: mechanisms as RemoteMechanism[], localEndpoints: await LocalEndpoints.open(cfg.stateDir, log) };
+  const mechanismList = (setting: string, text: string): RemoteMechanism[] => {
+    const list = parseList(text).map((m) => m.toUpperCase());
+    const unknown = list.filter((m) => m !== 'VXLAN' && m !== 'WIREGUARD');
+    if (unknown.length || list.length === 0) throw new Error(`${setting} "${text}": expected a comma list of VXLAN and WIREGUARD`);
+    return list as RemoteMechanism[];
+  };
+  return {
+    ownUrl,
+    tunnelIp,
+    vxlanPort: cfg.vxlanPort,
+    mechanisms: mechanismList('NSM_MECHANISM_PRIORITY', cfg.mechanismPriority),
+    interdomainMechanisms: mechanismList('NSM_INTERDOMAIN_MECHANISM_PRIORITY', cfg.interdomainMechanismPriority),
+    addressMap: AddressMap.load(cfg.mapIpFile),
+    localEndpoints: await LocalEndpoints.open(cfg.stateDir, log),
+  };
 }
 
 /**

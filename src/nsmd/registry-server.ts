@@ -11,7 +11,7 @@ import type {
   NetworkServiceResponse,
 } from '../api/types.js';
 import { messageCodec } from '../api/codec.js';
-import { validateLabels } from '../api/validate.js';
+import { nameProblem, validateLabels } from '../api/validate.js';
 import type { Registry } from '../registry/types.js';
 import { invalidArgument, permissionDenied, toServiceError } from '../util/errors.js';
 import type { Transport } from '../identity/transport.js';
@@ -41,15 +41,13 @@ function checkOwner(access: RegistryAccess, call: grpc.ServerUnaryCall<unknown, 
   return [currentOwner ?? who];
 }
 
-const NAME = /^[a-z0-9]([-a-z0-9._]*[a-z0-9])?(@[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$/i;
 const nsDefaults = messageCodec('registry.NetworkService').normalize;
 const nseDefaults = messageCodec('registry.NetworkServiceEndpoint').normalize;
 
 function checkName(kind: string, name: string): void {
   if (!name) throw invalidArgument(`${kind} name is empty`);
-  if (name.length > 253 || !NAME.test(name)) {
-    throw invalidArgument(`${kind} name "${name}" is not valid: use letters, digits, "-", "." and "_" (at most 253), optionally followed by @domain`);
-  }
+  const problem = nameProblem(name);
+  if (problem) throw invalidArgument(`${kind} name "${name}" is not valid: ${problem}`);
 }
 
 function checkService(ns: NetworkService): void {
@@ -77,7 +75,7 @@ function checkEndpoint(nse: NetworkServiceEndpoint): void {
  * Without watch: the current matches, then the stream ends. With watch: the registry's watch, which
  * itself starts with the current matches, then every change until the caller cancels.
  */
-function find<Q extends { watch: boolean }, T, R>(
+export function find<Q extends { watch: boolean }, T, R>(
   templateOf: (query: Q) => T,
   current: (template: T) => Promise<T[]>,
   watch: (template: T, on: (item: T, deleted: boolean) => void) => () => void,

@@ -8,6 +8,7 @@ import { VxlanParam, WireguardParam } from './client-mechanism.js';
 import { ENCRYPTION_LABEL, targetOf, type Routing } from './routing.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 import type { WireguardOffer } from './wireguard-tunnels.js';
+import { connectionFromDomain, connectionToDomain, domainOf } from '../../interdomain/names.js';
 
 type NetworkServiceClient = ApiClient<'networkservice.NetworkService'>;
 
@@ -39,21 +40,25 @@ export class EndpointClients {
 }
 
 /**
- * What nsmd offers a peer nsmd, in NSM_MECHANISM_PRIORITY order: VXLAN from this node's tunnel address, and
- * WireGuard with a fresh public key and listen port (the private key stays here). A client that requires
- * encryption is offered WireGuard only, so a peer that cannot do it refuses rather than falling back.
+ * What nsmd offers a peer nsmd, in NSM_MECHANISM_PRIORITY order (NSM_INTERDOMAIN_MECHANISM_PRIORITY towards
+ * another domain, with this node's address as that domain reaches it): VXLAN from this node's tunnel
+ * address, and WireGuard with a fresh public key and listen port (the private key stays here). A client that
+ * requires encryption is offered WireGuard only, so a peer that cannot do it refuses rather than falling back.
  */
-function remoteOffer(r: Routing, encrypted: boolean, wireguard: () => WireguardOffer): { prefs: Mechanism[]; offer?: WireguardOffer } {
+function remoteOffer(r: Routing, encrypted: boolean, wireguard: () => WireguardOffer, interdomain: boolean): { prefs: Mechanism[]; offer?: WireguardOffer } {
   if (!r.tunnelIp) throw failedPrecondition('this nsmd has no tunnel address for remote endpoints: set NSM_TUNNEL_IP or NSM_REMOTE_LISTEN_ON');
-  const types = encrypted ? r.mechanisms.filter((m) => m === 'WIREGUARD') : r.mechanisms;
+  const offered = interdomain ? r.interdomainMechanisms : r.mechanisms;
+  const setting = interdomain ? 'NSM_INTERDOMAIN_MECHANISM_PRIORITY' : 'NSM_MECHANISM_PRIORITY';
+  const types = encrypted ? offered.filter((m) => m === 'WIREGUARD') : offered;
   if (types.length === 0) {
     throw failedPrecondition(
-      `the client requires encryption (label ${ENCRYPTION_LABEL}=required) but this node offers no WIREGUARD mechanism (NSM_MECHANISM_PRIORITY=${r.mechanisms.join(',')})`,
+      `the client requires encryption (label ${ENCRYPTION_LABEL}=required) but this node offers no WIREGUARD mechanism (${setting}=${offered.join(',')})`,
     );
   }
+  const srcIp = interdomain ? r.addressMap.external(r.tunnelIp) : r.tunnelIp;
   let offer: WireguardOffer | undefined;
   const prefs = types.map((t): Mechanism => {
-    const base = { [VxlanParam.SRC_IP]: r.tunnelIp! };
+    const base = { [VxlanParam.SRC_IP]: srcIp };
     if (t === 'VXLAN') return { cls: MechanismCls.REMOTE, type: MechanismType.VXLAN, parameters: { ...base, [VxlanParam.SRC_PORT]: String(r.vxlanPort) } };
     offer = wireguard();
     return {
@@ -67,7 +72,8 @@ function remoteOffer(r: Routing, encrypted: boolean, wireguard: () => WireguardO
 
 /**
  * The chain's last hop: forwards the Request to the selected endpoint — on this node, or through the nsmd of
- * its node — and Close to whichever it went to.
+ * its node, in this domain or another — and Close to whichever it went to. Another domain gets the names as
+ * it knows them (without `@domain`), and its answer is given back with `@domain` appended.
  * With identity, nsmd signs its own path segment for the endpoint (audience: the endpoint's SPIFFE ID as
  * its TLS handshake showed it), never outliving the caller's token.
  */
@@ -85,6 +91,7 @@ export function connect(
     async request(st) {
       const conn = st.request.connection;
       const target = targetOf(st.endpoint!, routing);
+      const domain = domainOf(st.endpoint!.name);
       if (st.incomingTunnel && target.kind === 'remote') {
         throw failedPrecondition(`endpoint "${st.endpoint!.name}" is not on this node; a Request from another node must name an endpoint of this node`);
       }
@@ -97,7 +104,7 @@ export function connect(
       if (target.kind === 'remote') {
         if (previous?.mechanism) prefs = [previous.mechanism];
         else {
-          const o = remoteOffer(routing, conn.labels[ENCRYPTION_LABEL] === 'required', wireguard);
+          const o = remoteOffer(routing, conn.labels[ENCRYPTION_LABEL] === 'required', wireguard, domain !== undefined);
           prefs = o.prefs;
           if (o.offer) st.wireguardOffer = o.offer;
         }
@@ -110,10 +117,12 @@ export function connect(
       };
       const res = await client.unary(
         'Request',
-        { connection: downstream, mechanism_preferences: prefs },
+        { connection: domain ? connectionToDomain(downstream) : downstream, mechanism_preferences: prefs },
         { timeoutMs: remaining(st), metadata },
       );
+      // Kept as the next hop knows it: refreshes and Close go back to it in its own names.
       st.endpointConnection = structuredClone(res);
+      if (domain) connectionFromDomain(res, domain);
       return res;
     },
     async close(st) {

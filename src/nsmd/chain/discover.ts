@@ -3,7 +3,7 @@ import type { NetworkServiceEndpoint } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import type { Registry } from '../../registry/types.js';
 import { matchEndpoints } from '../../select/index.js';
-import { notFound } from '../../util/errors.js';
+import { messageOf, notFound } from '../../util/errors.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 
 const nsTemplate = messageCodec('registry.NetworkService').normalize;
@@ -20,7 +20,11 @@ export function discover(registry: Registry): Element<NsmdRequestState, NsmdClos
       const conn = st.request.connection;
       if (st.existing) {
         const { name, url } = st.existing.endpoint;
-        const [current] = await registry.lookupEndpoints(nseTemplate({ name }));
+        // A refresh keeps its endpoint even when its registry cannot be asked now (another domain's, say).
+        const [current] = await registry.lookupEndpoints(nseTemplate({ name })).catch((e: unknown) => {
+          st.log.debug({ endpoint: name, err: messageOf(e) }, 'registry not reachable on refresh; keeping the known endpoint');
+          return [];
+        });
         st.candidates = [current ?? nseTemplate({ name, url })];
         return next.request(st);
       }

@@ -61,8 +61,10 @@ export function plumb(
       const ep = await kernelEndOf(res, st.endpoint!.name);
       const inc = st.incomingTunnel;
       const localIp = routing.tunnelIp!;
+      // Another domain reaches this node at its outside address (NAT address map); its own nodes at localIp.
+      const dstIp = st.fromOtherDomain ? routing.addressMap.external(localIp) : localIp;
       const podEnd = { netns: ep.netns, ifname: ep.ifname, addrs: ip?.dst_ip_addrs ?? [], routes: routesFor(ip?.src_ip_addrs ?? [], ip?.dst_routes ?? []) };
-      const common = { [VxlanParam.SRC_IP]: inc.srcIp, [VxlanParam.DST_IP]: localIp, [VxlanParam.SRC_PORT]: String(inc.srcPort) };
+      const common = { [VxlanParam.SRC_IP]: inc.srcIp, [VxlanParam.DST_IP]: dstIp, [VxlanParam.SRC_PORT]: String(inc.srcPort) };
       if (inc.type === 'WIREGUARD') {
         const mtu = Math.min(st.mtu ?? Infinity, wgMtu(await underlayMtu(localIp), localIp));
         const old = st.existing?.dataplane.tunnel;

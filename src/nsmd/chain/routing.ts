@@ -1,6 +1,7 @@
 import type { NetworkServiceEndpoint } from '../../api/types.js';
 import { unavailable } from '../../util/errors.js';
 import type { LocalEndpoints } from '../local-endpoints.js';
+import type { AddressMap } from '../../interdomain/address-map.js';
 import type { Target } from './state.js';
 
 /** How this nsmd reaches endpoints: its own published URL, its tunnel address, and the local endpoints' sockets. */
@@ -12,6 +13,10 @@ export interface Routing {
   vxlanPort: number;
   /** Remote mechanisms this node offers and accepts, in order of preference (NSM_MECHANISM_PRIORITY). */
   mechanisms: RemoteMechanism[];
+  /** Remote mechanisms offered to endpoints of other domains (NSM_INTERDOMAIN_MECHANISM_PRIORITY). */
+  interdomainMechanisms: RemoteMechanism[];
+  /** This node's addresses as other domains reach them (NSM_MAP_IP_FILE). */
+  addressMap: AddressMap;
   localEndpoints: LocalEndpoints;
 }
 

@@ -17,6 +17,8 @@ export interface NsmdRequestState extends BaseRequestState {
   expiresAt?: number;
   /** incoming-mechanism: a local client's namespace and interface (KERNEL). */
   clientEnd?: PlumbedEnd;
+  /** other-domain-caller: the caller is another domain's nsmd, so this node's tunnel address is given as outsiders reach it. */
+  fromOtherDomain?: boolean;
   /** incoming-mechanism: a remote node's tunnel offer (VXLAN or WireGuard). */
   incomingTunnel?: { type: 'VXLAN' | 'WIREGUARD'; srcIp: string; srcPort: number; srcPublicKey?: string };
   /** connect: the WireGuard key and port this node offered the next node, until plumb uses or releases them. */

@@ -19,18 +19,25 @@ export function isSubset(labels: Labels | undefined, subset: Labels | undefined,
   return true;
 }
 
+/** The endpoints a Request may use, and the labels of the match that chose them (its `metadata`). */
+export interface Selection {
+  candidates: NetworkServiceEndpoint[];
+  /** `metadata.labels` of the match that applied; empty when none applied or it carried none. */
+  matchLabels: Record<string, string>;
+}
+
 /**
  * Upstream v1 `matchutils.MatchEndpoint`. Returns the candidates in route order, then NSE order; an NSE that
  * satisfies several routes appears several times, as upstream. An empty result means "no candidates": a match
  * whose source selector fits ends the search unless it has `fallthrough` set, and no fitting match yields [].
  */
-export function matchEndpoints(
+export function selectEndpoints(
   requestLabels: Labels,
   ns: NetworkService,
   nses: readonly NetworkServiceEndpoint[],
-): NetworkServiceEndpoint[] {
+): Selection {
   const matches = ns.matches ?? [];
-  if (matches.length === 0) return [...nses];
+  if (matches.length === 0) return { candidates: [...nses], matchLabels: {} };
   for (const match of matches) {
     if (!isSubset(requestLabels, match.source_selector, requestLabels)) continue;
     const routes = match.routes ?? [];
@@ -42,9 +49,18 @@ export function matchEndpoints(
       }
     }
     if (match.fallthrough && candidates.length === 0) continue;
+    const matchLabels = { ...(match.metadata?.labels ?? {}) };
     // A match that only carries metadata (used for forwarder selection) places no constraint on the NSE.
-    if (match.metadata != null && routes.length === 0 && candidates.length === 0) return [...nses];
-    return candidates;
+    if (match.metadata != null && routes.length === 0 && candidates.length === 0) return { candidates: [...nses], matchLabels };
+    return { candidates, matchLabels };
   }
-  return [];
+  return { candidates: [], matchLabels: {} };
+}
+
+export function matchEndpoints(
+  requestLabels: Labels,
+  ns: NetworkService,
+  nses: readonly NetworkServiceEndpoint[],
+): NetworkServiceEndpoint[] {
+  return selectEndpoints(requestLabels, ns, nses).candidates;
 }

@@ -11,7 +11,7 @@ import { inodeUrlOf } from '../../src/dataplane/netns.js';
 import { signOwnSegment } from '../../src/identity/outgoing.js';
 import type { Transport } from '../../src/identity/transport.js';
 import { ids, testTransport } from '../helpers/identity.js';
-import { startIcmpResponder } from '../helpers/mesh.js';
+import { nsmctl, startIcmpResponder } from '../helpers/mesh.js';
 import { createNetns, ping, tag, type Netns } from '../helpers/netns.js';
 import { createUnderlay, startEtcdIn, startNsmdOnNode, type NodeNsmdProc, type Underlay } from '../helpers/nodes.js';
 import { waitFor } from '../helpers/wait.js';
@@ -105,6 +105,31 @@ describe('WireGuard between nodes', () => {
     await waitFor('the far end to be closed', async () => (await wireguardGoIn(ul.nodes[1]!)).length === 0);
     expect(await wireguardGoIn(ul.nodes[0]!)).toEqual([]);
     expect(await podLinks()).toEqual([]);
+  });
+
+  it('encrypts every connection of a service whose match requires it, without the client asking', async () => {
+    const yaml = (svc: string) => `name: ${svc}\nmatches:\n  - metadata: {labels: {encryption: required}}\n    routes: [{destination_selector: {}}]\n`;
+    for (const svc of [secure, plainOnly]) await nsmctl(a.url, ['apply', '-f', '-'], yaml(svc));
+    const asIs = (id: string, service: string, ifname: string) => {
+      const r = encryptedRequest(id, service, ifname);
+      r.connection!.labels = {};
+      return r;
+    };
+    const c = await request(asIs(`${tag}-w5`, secure, `${tag}s`));
+    expect(c.labels.encryption).toBe('required');
+    expect((await podLinks()).map((l) => l.linkinfo?.info_kind)).toEqual(['tun']);
+    expect(await ping(pod, c.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!)).toBe(true);
+    // A refresh that leaves the label out stays on WireGuard: the connection keeps its mechanism.
+    const again = await request({ ...asIs(`${tag}-w5`, secure, `${tag}s`), connection: { ...c, labels: {} } });
+    expect(again.id).toBe(c.id);
+    expect((await podLinks()).map((l) => l.linkinfo?.info_kind)).toEqual(['tun']);
+    await ns.unary('Close', c, { timeoutMs: 10_000 });
+    // The service demands it where only VXLAN is possible: refused, never plaintext.
+    const err = await request(asIs(`${tag}-w6`, plainOnly, `${tag}q`)).catch((e) => e);
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/offered: WIREGUARD.*accepts VXLAN/);
+    expect(await podLinks()).toEqual([]);
+    for (const svc of [secure, plainOnly]) await nsmctl(a.url, ['apply', '-f', '-'], `name: ${svc}\n`);
   });
 
   it('refuses, and plumbs nothing, when the endpoint\'s node cannot do WireGuard', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseNetworkServiceYaml } from '../../src/registry/yaml.js';
 import { SEED_NETWORK_SERVICE_YAML } from '../helpers/fixtures.js';
-import { isSubset, matchEndpoints } from '../../src/select/match.js';
+import { isSubset, matchEndpoints, selectEndpoints } from '../../src/select/match.js';
 import { endpoint, ns } from '../registry/helpers.js';
 
 const names = (list: { name: string }[]) => list.map((e) => e.name);
@@ -104,6 +104,21 @@ describe('matchEndpoints (upstream v1 MatchEndpoint)', () => {
     expect(names(matchEndpoints({}, service, all))).toEqual(['gw', 'fw', 'other']);
     // Without metadata the same empty match yields no candidates.
     expect(matchEndpoints({}, ns({ name: svc, matches: [{}] }), all)).toEqual([]);
+  });
+
+  it('reports the metadata labels of the match that applied, and only of that one', () => {
+    const service = ns({
+      name: svc,
+      matches: [
+        { source_selector: { site: 'remote' }, routes: [{ destination_selector: {} }], metadata: { labels: { encryption: 'required' } } },
+        { fallthrough: true, routes: [{ destination_selector: { app: 'none' } }], metadata: { labels: { skipped: 'yes' } } },
+        { routes: [{ destination_selector: {} }] },
+      ],
+    });
+    expect(selectEndpoints({ site: 'remote' }, service, all).matchLabels).toEqual({ encryption: 'required' });
+    // The fallthrough match found nothing, so its labels do not apply; the last match carries none.
+    expect(selectEndpoints({ site: 'local' }, service, all).matchLabels).toEqual({});
+    expect(names(selectEndpoints({ site: 'local' }, service, all).candidates)).toEqual(['gw', 'fw', 'other']);
   });
 
   it('returns no candidates when no source selector matches', () => {

@@ -52,7 +52,7 @@ function remoteOffer(r: Routing, encrypted: boolean, wireguard: () => WireguardO
   const types = encrypted ? offered.filter((m) => m === 'WIREGUARD') : offered;
   if (types.length === 0) {
     throw failedPrecondition(
-      `the client requires encryption (label ${ENCRYPTION_LABEL}=required) but this node offers no WIREGUARD mechanism (${setting}=${offered.join(',')})`,
+      `encryption is required (label ${ENCRYPTION_LABEL}=required, from the client or the service's match metadata) but this node offers no WIREGUARD mechanism (${setting}=${offered.join(',')})`,
     );
   }
   const srcIp = interdomain ? r.addressMap.external(r.tunnelIp) : r.tunnelIp;

@@ -2,7 +2,8 @@ import { messageCodec } from '../../api/codec.js';
 import type { NetworkServiceEndpoint } from '../../api/types.js';
 import type { Element } from '../../chain/types.js';
 import type { Registry } from '../../registry/types.js';
-import { matchEndpoints } from '../../select/index.js';
+import { selectEndpoints } from '../../select/index.js';
+import { ENCRYPTION_LABEL } from './routing.js';
 import { messageOf, notFound } from '../../util/errors.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
 
@@ -42,9 +43,12 @@ export function discover(registry: Registry): Element<NsmdRequestState, NsmdClos
       }
       if (!conn.payload) conn.payload = ns.payload;
       const nses = await registry.lookupEndpoints(nseTemplate({ network_service_names: [ns.name] }));
-      const matched = matchEndpoints(conn.labels, ns, nses);
-      if (matched.length === 0) throw noCandidate(ns.name, conn.labels, nses);
-      st.candidates = matched;
+      const { candidates, matchLabels } = selectEndpoints(conn.labels, ns, nses);
+      if (candidates.length === 0) throw noCandidate(ns.name, conn.labels, nses);
+      // The service may demand encryption for the clients a match covers; it then holds as if the client had
+      // asked, and shows in the connection's labels (which the client sends back on every refresh).
+      if (matchLabels[ENCRYPTION_LABEL] === 'required') conn.labels[ENCRYPTION_LABEL] = 'required';
+      st.candidates = candidates;
       return next.request(st);
     },
     close: (st, next) => next.close(st),

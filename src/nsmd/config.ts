@@ -27,6 +27,7 @@ export const nsmdSettings = {
   remoteUrl: str('NSM_REMOTE_URL', 'remote-url', '', 'address other nodes reach this nsmd at (default: the remote listen address)'),
   tunnelIp: str('NSM_TUNNEL_IP', 'tunnel-ip', '', "this node's underlay address for tunnels (default: the host of the remote URL)"),
   mechanismPriority: str('NSM_MECHANISM_PRIORITY', 'mechanism-priority', 'VXLAN,WIREGUARD', 'remote mechanisms this node offers and accepts, most preferred first (VXLAN, WIREGUARD)'),
+  wireguardKeyMaxAge: dur('NSM_WIREGUARD_KEY_MAX_AGE', 'wireguard-key-max-age', '1h', 'WireGuard keys older than this are rotated at the connection\'s next refresh (both ends, same device and port)'),
   vxlanPort: int('NSM_VXLAN_PORT', 'vxlan-port', 4789, 'UDP port of VXLAN tunnels', 1, 65535),
   maxTokenLifetime: dur('NSM_MAX_TOKEN_LIFETIME', 'max-token-lifetime', '10m', 'longest a connection lives without a refresh'),
   registryExpiration: dur('NSM_REGISTRY_EXPIRATION', 'registry-expiration', '1m', 'longest an endpoint registration lives without renewal'),

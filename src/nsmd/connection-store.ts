@@ -21,6 +21,8 @@ export interface Tunnel {
   port: number;
   /** WireGuard: the peer's listen port. */
   peerPort?: number;
+  /** WireGuard: when this end's key was made (ms since the epoch); a refresh after NSM_WIREGUARD_KEY_MAX_AGE rotates it. */
+  keyBornAt?: number;
 }
 
 /**

@@ -143,7 +143,7 @@ export async function startNsmd(cfg: NsmdConfig, log: Logger): Promise<Nsmd> {
     discover(remote ? ownRegistry : registry),
     select(roundRobin),
     plumb(dataplane, store, routing, cfg.mtu, tunnels),
-    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing, () => tunnels().offer()),
+    connect(clients, Math.min(cfg.requestTimeout, 5000), transport, cfg.maxTokenLifetime, cfg.dialTimeout, routing, tunnels),
   ]);
   chain = chainFor(false);
   const remoteChain = chainFor(true);
@@ -249,6 +249,7 @@ async function routingOf(cfg: NsmdConfig, log: Logger): Promise<Routing> {
     mechanisms: mechanismList('NSM_MECHANISM_PRIORITY', cfg.mechanismPriority),
     interdomainMechanisms: mechanismList('NSM_INTERDOMAIN_MECHANISM_PRIORITY', cfg.interdomainMechanismPriority),
     addressMap: AddressMap.load(cfg.mapIpFile),
+    wireguardKeyMaxAgeMs: cfg.wireguardKeyMaxAge,
     localEndpoints: await LocalEndpoints.open(cfg.stateDir, log),
   };
 }

@@ -50,7 +50,7 @@ import { cleanupStale } from './cleanup.js';
 import { isValidBase64Key, toPrivateKeyObject } from './keys.js';
 import { WG_KEEPALIVE_SEC } from './mtu.js';
 import { OWNER_ENV, selfOwnerMark, udpPortsOf } from './proc.js';
-import type { CleanupReport, WireguardEnd, WireguardEndInfo, WireguardExitListener, WireguardState } from './types.js';
+import type { CleanupReport, WireguardEnd, WireguardEndInfo, WireguardExitListener, WireguardPeer, WireguardState } from './types.js';
 import { parseEndpoint, uapiGet, uapiSet, uapiSocketPath, probeSocket, type UapiDevice, type UapiError } from './uapi.js';
 
 export const DEFAULT_NAME_PREFIX = 'nsmwg';
@@ -89,6 +89,11 @@ export interface WireguardBackend {
   list(): Promise<WireguardEndInfo[]>;
   /** The UAPI view of one end (peer, endpoint, last handshake, counters); never the private key. */
   get(connIdOrIfname: string): Promise<UapiDevice>;
+  /**
+   * Key rotation: gives a running end a new private key and its peer's (new) public key in one UAPI call,
+   * keeping port, endpoint, MTU and device. Rejects with ENOENT for an end that is not up.
+   */
+  rekey(connId: string, privateKey: KeyObject, peer: WireguardPeer, keepaliveSec?: number): Promise<void>;
   /** Returns an unsubscribe function. */
   onExit(cb: WireguardExitListener): () => void;
   /** The node-side name derived for a connection, as create() would pick it. */
@@ -686,6 +691,23 @@ class Backend implements WireguardBackend {
 
   async list(): Promise<WireguardEndInfo[]> {
     return [...this.byConn.values()].map((e) => this.info(e));
+  }
+
+  rekey(connId: string, privateKey: KeyObject, peer: WireguardPeer, keepaliveSec = WG_KEEPALIVE_SEC): Promise<void> {
+    return this.mutex.run(connId, async () => {
+      const e = this.byConn.get(connId);
+      if (!e || e.state !== 'up') throw new DataplaneError(`rekeyWireguard ${connId}: no running WireGuard end`, 'ENOENT');
+      await uapiSet(
+        e.ifname,
+        {
+          privateKey,
+          replacePeers: true,
+          peers: [{ publicKey: peer.publicKey, endpoint: peer.endpoint, persistentKeepaliveInterval: keepaliveSec, replaceAllowedIps: true, allowedIps: peer.allowedIps }],
+        },
+        { timeoutMs: this.stepTimeoutMs },
+      );
+      this.log.info({ connId, ifname: e.ifname, endpoint: peer.endpoint }, 'wireguard end rekeyed');
+    });
   }
 
   async get(connIdOrIfname: string): Promise<UapiDevice> {

@@ -7,7 +7,7 @@ import { failedPrecondition, messageOf } from '../../util/errors.js';
 import { VxlanParam, WireguardParam } from './client-mechanism.js';
 import { ENCRYPTION_LABEL, targetOf, type Routing } from './routing.js';
 import type { NsmdCloseState, NsmdRequestState } from './state.js';
-import type { WireguardOffer } from './wireguard-tunnels.js';
+import type { WireguardOffer, WireguardTunnels } from './wireguard-tunnels.js';
 import { connectionFromDomain, connectionToDomain, domainOf } from '../../interdomain/names.js';
 
 type NetworkServiceClient = ApiClient<'networkservice.NetworkService'>;
@@ -84,7 +84,7 @@ export function connect(
   maxTokenLifetimeMs: number,
   dialTimeoutMs: number,
   routing: Routing,
-  wireguard: () => WireguardOffer,
+  wireguard: () => WireguardTunnels,
 ): Element<NsmdRequestState, NsmdCloseState> {
   return {
     name: 'connect',
@@ -102,9 +102,17 @@ export function connect(
       const previous = st.existing?.endpoint.connection;
       let prefs: Mechanism[] = [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }];
       if (target.kind === 'remote') {
-        if (previous?.mechanism) prefs = [previous.mechanism];
-        else {
-          const o = remoteOffer(routing, conn.labels[ENCRYPTION_LABEL] === 'required', wireguard, domain !== undefined);
+        if (previous?.mechanism) {
+          prefs = [previous.mechanism];
+          const tunnel = st.existing?.dataplane.tunnel;
+          if (previous.mechanism.type === MechanismType.WIREGUARD && tunnel && Date.now() - (tunnel.keyBornAt ?? 0) >= routing.wireguardKeyMaxAgeMs) {
+            // Rotation rides on the refresh: the peer sees a new src_public_key on a connection it knows,
+            // answers with a new key of its own, and both ends swap keys in place.
+            st.wireguardRekey = wireguard().rekeyOffer(tunnel.port);
+            prefs = [{ ...previous.mechanism, parameters: { ...previous.mechanism.parameters, [WireguardParam.SRC_PUBLIC_KEY]: st.wireguardRekey.publicKey } }];
+          }
+        } else {
+          const o = remoteOffer(routing, conn.labels[ENCRYPTION_LABEL] === 'required', () => wireguard().offer(), domain !== undefined);
           prefs = o.prefs;
           if (o.offer) st.wireguardOffer = o.offer;
         }
@@ -112,7 +120,7 @@ export function connect(
       const downstream = {
         ...conn,
         // The endpoint keeps its own interface and addresses across refreshes.
-        mechanism: previous?.mechanism ?? null,
+        mechanism: st.wireguardRekey ? prefs[0]! : (previous?.mechanism ?? null),
         context: previous?.context ?? conn.context,
       };
       const res = await client.unary(

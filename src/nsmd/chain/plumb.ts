@@ -68,18 +68,27 @@ export function plumb(
       if (inc.type === 'WIREGUARD') {
         const mtu = Math.min(st.mtu ?? Infinity, wgMtu(await underlayMtu(localIp), localIp));
         const old = st.existing?.dataplane.tunnel;
-        const tunnel: Tunnel = { type: 'WIREGUARD', localIp, remoteIp: inc.srcIp, vni: 0, port: old?.port ?? 0, peerPort: inc.srcPort };
-        let publicKey = st.existing?.connection.mechanism?.parameters[WireguardParam.DST_PUBLIC_KEY];
+        const tunnel: Tunnel = { type: 'WIREGUARD', localIp, remoteIp: inc.srcIp, vni: 0, port: old?.port ?? 0, peerPort: inc.srcPort, keyBornAt: old?.keyBornAt };
+        const known = st.existing?.connection.mechanism?.parameters;
+        let publicKey = known?.[WireguardParam.DST_PUBLIC_KEY];
+        const peer = { publicKey: inc.srcPublicKey!, ip: inc.srcIp, port: inc.srcPort };
         if (!old || !(await unchanged(dataplane, st, { mtu, local: ep, tunnel }, ip))) {
           await replaceOld(st);
           const own = wireguard().offer();
           try {
-            await wireguard().create(connId, NODE_NETNS, own, { publicKey: inc.srcPublicKey!, ip: inc.srcIp, port: inc.srcPort }, podEnd, mtu);
+            await wireguard().create(connId, NODE_NETNS, own, peer, podEnd, mtu);
           } catch (e) {
             wireguard().release(own);
             throw e;
           }
           tunnel.port = own.port;
+          tunnel.keyBornAt = Date.now();
+          publicKey = own.publicKey;
+        } else if (known?.[WireguardParam.SRC_PUBLIC_KEY] !== inc.srcPublicKey) {
+          // The requesting node rotated its key: rotate ours with it, so both ends change in one step each.
+          const own = wireguard().rekeyOffer(tunnel.port);
+          await wireguard().rekey(connId, own, peer);
+          tunnel.keyBornAt = Date.now();
           publicKey = own.publicKey;
         }
         res.mechanism = {
@@ -126,14 +135,25 @@ export function plumb(
       if (type === MechanismType.WIREGUARD) {
         const peerPort = Number(p[VxlanParam.DST_PORT]);
         const old = st.existing?.dataplane.tunnel;
-        const tunnel: Tunnel = { type: 'WIREGUARD', localIp: routing.tunnelIp!, remoteIp, vni: 0, port: old?.port ?? st.wireguardOffer?.port ?? 0, peerPort };
+        const tunnel: Tunnel = { type: 'WIREGUARD', localIp: routing.tunnelIp!, remoteIp, vni: 0, port: old?.port ?? st.wireguardOffer?.port ?? 0, peerPort, keyBornAt: old?.keyBornAt };
         const plumbed = { mtu, local: client, tunnel };
+        const peer = { publicKey: p[WireguardParam.DST_PUBLIC_KEY] ?? '', ip: remoteIp, port: peerPort };
+        const rekey = st.wireguardRekey;
+        st.wireguardRekey = undefined;
         if (!old || !(await unchanged(dataplane, st, plumbed, ip))) {
-          const offer = st.wireguardOffer;
+          const offer = st.wireguardOffer ?? rekey;
           if (!offer) throw internal('a WireGuard answer came back for a Request that offered no WireGuard key');
           await replaceOld(st);
-          await wireguard().create(connId, NODE_NETNS, offer, { publicKey: p[WireguardParam.DST_PUBLIC_KEY] ?? '', ip: remoteIp, port: peerPort }, podEnd, mtu);
+          await wireguard().create(connId, NODE_NETNS, offer, peer, podEnd, mtu);
           st.wireguardOffer = undefined;
+          tunnel.keyBornAt = Date.now();
+        } else if (rekey) {
+          // The peer answers with the key it now expects from us (and its own, new or not): switch this end to match.
+          if (p[WireguardParam.SRC_PUBLIC_KEY] !== rekey.publicKey) {
+            throw internal(`the nsmd at ${st.target!.url} did not take this node's rotated WireGuard key`);
+          }
+          await wireguard().rekey(connId, rekey, peer);
+          tunnel.keyBornAt = Date.now();
         }
         return plumbed;
       }

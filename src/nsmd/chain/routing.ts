@@ -17,6 +17,8 @@ export interface Routing {
   interdomainMechanisms: RemoteMechanism[];
   /** This node's addresses as other domains reach them (NSM_MAP_IP_FILE). */
   addressMap: AddressMap;
+  /** A WireGuard key older than this is replaced at the connection's next refresh (NSM_WIREGUARD_KEY_MAX_AGE). */
+  wireguardKeyMaxAgeMs: number;
   localEndpoints: LocalEndpoints;
 }
 

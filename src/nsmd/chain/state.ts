@@ -23,6 +23,8 @@ export interface NsmdRequestState extends BaseRequestState {
   incomingTunnel?: { type: 'VXLAN' | 'WIREGUARD'; srcIp: string; srcPort: number; srcPublicKey?: string };
   /** connect: the WireGuard key and port this node offered the next node, until plumb uses or releases them. */
   wireguardOffer?: WireguardOffer;
+  /** connect: on a refresh whose WireGuard key is older than allowed, the new key (same port) this node offered. */
+  wireguardRekey?: WireguardOffer;
   /** incoming-mechanism: MTU the client asked for, if any. */
   mtu?: number;
   /** discover: endpoints eligible for this Request, in selection order. */

@@ -48,6 +48,17 @@ export class WireguardTunnels {
     return { privateKey, publicKey, port: this.ports.allocate() };
   }
 
+  /** A fresh key pair for an end that keeps its port: key rotation. */
+  rekeyOffer(port: number): WireguardOffer {
+    const { privateKey, publicKey } = generateKeyPair();
+    return { privateKey, publicKey, port };
+  }
+
+  /** Gives a running end a new key and its peer's new public key, without touching anything else. */
+  rekey(connId: string, own: WireguardOffer, peer: { publicKey: string; ip: string; port: number }): Promise<void> {
+    return this.backend.rekey(connId, own.privateKey, { publicKey: peer.publicKey, endpoint: formatEndpoint(peer.ip, peer.port), allowedIps: ALLOWED_IPS });
+  }
+
   release(offer: WireguardOffer): void {
     this.ports.free(offer.port);
   }

@@ -33,7 +33,7 @@ import { Cleanups } from './lib/cleanup.js';
 import { runIperfClient, startIperfServer, type IperfResult } from './lib/iperf.js';
 import { linksIn, type BenchNamespaces, type Netns } from './lib/netns.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
-import { errorText, grouped, type Timed } from './lib/requests.js';
+import { errorText, grouped, type Timed, timedClose as timedCloseOf } from './lib/requests.js';
 import { finishRun, runBench, startRun } from './lib/run.js';
 import { pingFrom } from './lib/underlay.js';
 import { FatalError, waitFor } from './lib/wait.js';
@@ -183,14 +183,8 @@ async function timedRequest(mesh: Mesh, kind: Kind, id: string): Promise<Timed> 
   }
 }
 
-async function timedClose(mesh: Mesh, conn: Connection): Promise<Timed> {
-  const t0 = performance.now();
-  try {
-    await mesh.client.unary('Close', conn, { timeoutMs: REQUEST_TIMEOUT_MS });
-    return { ms: performance.now() - t0 };
-  } catch (e) {
-    return { ms: performance.now() - t0, error: errorText(e) };
-  }
+function timedClose(mesh: Mesh, conn: Connection): Promise<Timed> {
+  return timedCloseOf(mesh, conn, REQUEST_TIMEOUT_MS);
 }
 
 function failuresOf(what: string, results: Timed[], mesh: Mesh): string[] {

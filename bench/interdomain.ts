@@ -25,7 +25,7 @@ import { Child } from './lib/child.js';
 import { Cleanups } from './lib/cleanup.js';
 import { BenchNamespaces, linksIn, type Netns } from './lib/netns.js';
 import { Metrics, note, percentile, ROOT } from './lib/report.js';
-import { errorText, grouped, names, timedRequest, type BenchClient, type Timed } from './lib/requests.js';
+import { grouped, names, timedRequest, type BenchClient, type Timed, timedClose as timedCloseOf } from './lib/requests.js';
 import { finishRun, runBench, startRun } from './lib/run.js';
 import { createUnderlay, killStaleNamespaceProcesses, runTracked, startEtcdIn, startNsmdOnNode, type NodeNsmd } from './lib/underlay.js';
 import { FatalError, waitFor } from './lib/wait.js';
@@ -197,14 +197,8 @@ function failuresOf(what: string, results: Timed[], lab: Lab): string[] {
   return [`${what}: ${failed.length} of ${results.length} failed:\n    ${grouped(failed).join('\n    ')}${dead.join('')}`];
 }
 
-async function close(mesh: BenchClient, conn: Connection): Promise<Timed> {
-  const t0 = performance.now();
-  try {
-    await mesh.client.unary('Close', conn, { timeoutMs: REQUEST_TIMEOUT_MS });
-    return { ms: performance.now() - t0 };
-  } catch (e) {
-    return { ms: performance.now() - t0, error: errorText(e) };
-  }
+function close(mesh: BenchClient, conn: Connection): Promise<Timed> {
+  return timedCloseOf(mesh, conn, REQUEST_TIMEOUT_MS);
 }
 
 function stopIfInterrupted(): void {

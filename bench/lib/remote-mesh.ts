@@ -10,7 +10,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { ApiClient } from '../../src/api/grpc.js';
 import type { Connection } from '../../src/api/types.js';
 import { EmbeddedIssuer } from '../../src/identity/issuer.js';
@@ -20,7 +19,7 @@ import { Child } from './child.js';
 import type { Cleanups } from './cleanup.js';
 import { runIperfClient, startIperfServer, type IperfResult } from './iperf.js';
 import { linksIn, type BenchNamespaces, type Netns } from './netns.js';
-import { errorText, grouped, names, timedRequest, type Timed } from './requests.js';
+import { grouped, names, timedRequest, type Timed, timedClose as timedCloseOf } from './requests.js';
 import { Metrics, note, percentile, ROOT } from './report.js';
 import { createUnderlay, pingFrom, startEtcdIn, startNsmdOnNode, type NodeNsmd, type Underlay } from './underlay.js';
 import { FatalError, waitFor } from './wait.js';
@@ -130,14 +129,8 @@ export async function startRemoteMesh(nss: BenchNamespaces, cleanups: Cleanups, 
   return { ul, nsmd: [near, far], endpoint, client, transport, cli, nse, service, labels: o.labels ?? {}, cleanups };
 }
 
-export async function timedClose(mesh: RemoteMesh, conn: Connection): Promise<Timed> {
-  const t0 = performance.now();
-  try {
-    await mesh.client.unary('Close', conn, { timeoutMs: REQUEST_TIMEOUT_MS });
-    return { ms: performance.now() - t0 };
-  } catch (e) {
-    return { ms: performance.now() - t0, error: errorText(e) };
-  }
+export function timedClose(mesh: RemoteMesh, conn: Connection): Promise<Timed> {
+  return timedCloseOf(mesh, conn, REQUEST_TIMEOUT_MS);
 }
 
 export function failuresOf(what: string, results: Timed[], mesh: RemoteMesh): string[] {

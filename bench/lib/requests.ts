@@ -63,3 +63,14 @@ export async function timedRequest(mesh: BenchClient, id: string, ifname: string
 /** Interface names: 'n' + tag + phase letter + index, at most 10 characters (the kernel allows 15). */
 export const names = (tag: string, phase: string, n: number) =>
   Array.from({ length: n }, (_, i) => ({ id: `${tag}-${phase}-${i}`, ifname: `n${tag}${phase}${i}` }));
+
+/** Close as the client sees it. */
+export async function timedClose(mesh: Pick<BenchClient, 'client'>, conn: Connection, timeoutMs: number): Promise<Timed> {
+  const t0 = performance.now();
+  try {
+    await mesh.client.unary('Close', conn, { timeoutMs });
+    return { ms: performance.now() - t0 };
+  } catch (e) {
+    return { ms: performance.now() - t0, error: errorText(e) };
+  }
+}

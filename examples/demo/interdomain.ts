@@ -16,6 +16,7 @@ import { buildCertificate, ExtKeyUsage, generateKeyPair, KeyUsageFlags } from '.
 import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
+import { runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -30,7 +31,6 @@ const CLUSTER_IP = `${UNDERLAY}.1`;
 const ONPREM_IP = `${UNDERLAY}.2`;
 let cluster: EmbeddedIssuer | undefined;
 
-const say = (s: string) => process.stdout.write(`${s}\n`);
 const step = (s: string) => say(`\n==> ${s}`);
 const indent = (text: string) => text.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
 
@@ -231,20 +231,4 @@ async function main(): Promise<void> {
   say(`  client pod: ${left.length === 0 ? 'no interfaces left' : `LEFT: ${left.join('; ')}`}`);
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    void teardown().then(() => process.exit(130));
-  });
-}
-process.stdout.on('error', () => {
-  void teardown().then(() => process.exit(1));
-});
-try {
-  await main();
-  await teardown();
-  say('\ninterdomain demo finished');
-} catch (e) {
-  process.stderr.write(`demo failed: ${(e as Error).message}\n`);
-  await teardown();
-  process.exit(1);
-}
+await runDemo(main, teardown, 'interdomain demo finished');

@@ -16,6 +16,7 @@ import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
 import { etcdArgs } from '../../src/lab/etcd-args.js';
+import { runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -30,7 +31,6 @@ const UNDERLAY = '198.18.0';
 const ETCD = `${UNDERLAY}.254:2379`;
 let issuer: EmbeddedIssuer | undefined;
 
-const say = (s: string) => process.stdout.write(`${s}\n`);
 const step = (s: string) => say(`\n==> ${s}`);
 const indent = (text: string) => text.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
 
@@ -220,21 +220,4 @@ async function main(): Promise<void> {
   }
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    void teardown().then(() => process.exit(130));
-  });
-}
-// Output piped into a closed reader (`| head`) must not leave namespaces behind.
-process.stdout.on('error', () => {
-  void teardown().then(() => process.exit(1));
-});
-try {
-  await main();
-  await teardown();
-  say('\ndemo finished');
-} catch (e) {
-  process.stderr.write(`demo failed: ${(e as Error).message}\n`);
-  await teardown();
-  process.exit(1);
-}
+await runDemo(main, teardown, 'demo finished');

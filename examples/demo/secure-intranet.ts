@@ -18,6 +18,7 @@ import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
 import { FIREWALL_TABLE } from '../firewall/rules.js';
 import { buildIntranet, INTRANET, startTcpService, tcpProbe, type Intranet, type TcpService } from '../secure-intranet-connectivity/lab.js';
+import { runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -50,7 +51,6 @@ let issuer: EmbeddedIssuer | undefined;
 let intranet: Intranet | undefined;
 let tcpService: TcpService | undefined;
 
-const say = (s: string) => process.stdout.write(`${s}\n`);
 const step = (s: string) => say(`\n==> ${s}`);
 const indent = (text: string, by = '    ') => text.trimEnd().split('\n').map((l) => `${by}${l}`).join('\n');
 
@@ -301,20 +301,4 @@ async function main(): Promise<void> {
   }
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    void teardown().then(() => process.exit(130));
-  });
-}
-process.stdout.on('error', () => {
-  void teardown().then(() => process.exit(1));
-});
-try {
-  await main();
-  await teardown();
-  say('\ndemo finished');
-} catch (e) {
-  process.stderr.write(`demo failed: ${(e as Error).message}\n`);
-  await teardown();
-  process.exit(1);
-}
+await runDemo(main, teardown, 'demo finished');

@@ -6,7 +6,7 @@
 import { runMain } from '../../src/cli/run-main.js';
 import { loadConfigFile } from '../../src/endpoint/config-file.js';
 import { handRoutes, Passthrough, replaceNftTable, setForwarding, startEndpoint } from '../../src/endpoint/index.js';
-import { endpointSettings, labelsSetting, withDefault } from '../../src/endpoint/settings.js';
+import { endpointOptionsFrom, endpointSettings, labelsSetting, withDefault } from '../../src/endpoint/settings.js';
 import { openTransport } from '../../src/identity/transport.js';
 import { createLogger } from '../../src/util/log.js';
 import { str } from '../../src/util/settings.js';
@@ -50,16 +50,8 @@ await runMain({
     });
     const clientRoutes = new ClientRoutes(passthrough, log);
     const ep = await startEndpoint({
-      transport,
-      name: v.name,
-      serviceNames: v.serviceNames,
-      labels: v.labels,
-      connectTo: v.connectTo,
-      ...(v.listenOn ? { listenOn: v.listenOn } : {}),
-      cidrPrefixes: v.cidrPrefix,
+      ...endpointOptionsFrom(v, transport),
       interfacePrefix: CLIENT_IF,
-      maxLifetimeMs: v.maxTokenLifetime,
-      registerServices: { payload: v.payload },
       elements: (control) => [
         passthrough.element(control),
         clientRoutes.element(),

@@ -3,7 +3,7 @@
 // into this process's namespace with the addresses handed out here, so the kernel answers ping on it.
 import { runMain } from '../../src/cli/run-main.js';
 import { startEndpoint } from '../../src/endpoint/index.js';
-import { endpointSettings } from '../../src/endpoint/settings.js';
+import { endpointOptionsFrom, endpointSettings } from '../../src/endpoint/settings.js';
 import { createLogger } from '../../src/util/log.js';
 import { openTransport } from '../../src/identity/transport.js';
 
@@ -14,15 +14,7 @@ await runMain({
     const log = createLogger(v.name, v.logLevel);
     const transport = await openTransport({ insecure: v.insecure, workloadApi: v.workloadApi, component: v.name, log });
     const ep = await startEndpoint({
-      transport,
-      name: v.name,
-      serviceNames: v.serviceNames,
-      labels: v.labels,
-      connectTo: v.connectTo,
-      ...(v.listenOn ? { listenOn: v.listenOn } : {}),
-      cidrPrefixes: v.cidrPrefix,
-      maxLifetimeMs: v.maxTokenLifetime,
-      registerServices: { payload: v.payload },
+      ...endpointOptionsFrom(v, transport),
       log,
     });
     return async () => {

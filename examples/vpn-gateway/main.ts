@@ -4,7 +4,7 @@
 // (src_routes), never one that overlaps a prefix the client already uses (its excluded_prefixes).
 import { runMain } from '../../src/cli/run-main.js';
 import { acceptOnlyVia, handRoutes, overlaps, setForwarding, startEndpoint } from '../../src/endpoint/index.js';
-import { endpointSettings, listSetting, withDefault } from '../../src/endpoint/settings.js';
+import { endpointOptionsFrom, endpointSettings, listSetting, withDefault } from '../../src/endpoint/settings.js';
 import { openTransport } from '../../src/identity/transport.js';
 import { createLogger } from '../../src/util/log.js';
 import { str } from '../../src/util/settings.js';
@@ -45,16 +45,8 @@ await runMain({
     });
     const transport = await openTransport({ insecure: v.insecure, workloadApi: v.workloadApi, component: v.name, log });
     const ep = await startEndpoint({
-      transport,
-      name: v.name,
-      serviceNames: v.serviceNames,
-      labels: v.labels,
-      connectTo: v.connectTo,
-      ...(v.listenOn ? { listenOn: v.listenOn } : {}),
-      cidrPrefixes: v.cidrPrefix,
+      ...endpointOptionsFrom(v, transport),
       interfacePrefix: CLIENT_IF,
-      maxLifetimeMs: v.maxTokenLifetime,
-      registerServices: { payload: v.payload },
       elements: [...(v.acceptVia.length ? [acceptOnlyVia(v.acceptVia)] : []), handRoutes(() => cfg.intranetPrefixes)],
       log,
     });

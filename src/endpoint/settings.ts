@@ -1,6 +1,8 @@
 import { DEFAULT_NSM_SOCKET } from '../nsmd/config.js';
 import { parseLabelList, parseList } from '../util/labels.js';
-import { bool, dur, str, type Setting } from '../util/settings.js';
+import { bool, dur, str, type Setting, type Values } from '../util/settings.js';
+import type { Transport } from '../identity/transport.js';
+import type { EndpointOptions } from './endpoint.js';
 import { validateLabels } from '../api/validate.js';
 
 /** A `key:value,key2:value2` setting, checked as request labels are. */
@@ -35,3 +37,18 @@ export const endpointSettings = {
 
 /** The same setting with another default, for endpoints whose defaults differ (given as the environment would spell it). */
 export const withDefault = <T>(s: Setting<T>, text: string): Setting<T> => ({ ...s, default: s.parse(text) });
+
+/** The startEndpoint options every SDK endpoint takes from its settings; add your own elements and overrides. */
+export function endpointOptionsFrom(v: Values<typeof endpointSettings>, transport: Transport) {
+  return {
+    transport,
+    name: v.name,
+    serviceNames: v.serviceNames,
+    labels: v.labels,
+    connectTo: v.connectTo,
+    ...(v.listenOn ? { listenOn: v.listenOn } : {}),
+    cidrPrefixes: v.cidrPrefix,
+    maxLifetimeMs: v.maxTokenLifetime,
+    registerServices: { payload: v.payload },
+  } satisfies Partial<EndpointOptions>;
+}

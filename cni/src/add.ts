@@ -5,9 +5,9 @@ import { CniCode, CniError } from './errors.js';
 import { meshFailure, openIdentity, requireNsmdSocket } from './mesh.js';
 import { readLinks } from './netns-links.js';
 import { appendConnections, baseResult, ifnameOf, type CniResult } from './result.js';
-import { requestedServices } from './services.js';
+import { requestedServices, type RequestedServices } from './services.js';
 import type { Invocation } from './invocation.js';
-import { writeAttachment } from './state.js';
+import { lockedAttachment, writeAttachment } from './state.js';
 
 /** Connection ids are `<name>-<i>`: stable per attachment, so a repeated ADD refreshes rather than duplicates. */
 export function clientName(env: CniEnv): string {
@@ -19,7 +19,8 @@ export function clientName(env: CniEnv): string {
  * added. A pod that asks for none passes through untouched. All or nothing: on any failure the connections
  * made so far are closed before the error is returned.
  */
-export async function add({ conf, env, key, log }: Invocation): Promise<CniResult> {
+export async function add(inv: Invocation): Promise<CniResult> {
+  const { conf, env, key, log } = inv;
   const result = baseResult(conf.prevResult, conf.cniVersion);
   const wanted = await requestedServices(conf, env, conf.requestTimeout, log);
   if (!wanted) return result;
@@ -30,6 +31,12 @@ export async function add({ conf, env, key, log }: Invocation): Promise<CniResul
     throw new CniError(CniCode.CONTAINER_UNKNOWN, `CNI_NETNS ${netns} does not exist: ${(e as Error).message}`);
   }
   requireNsmdSocket(conf.nsmSocket);
+  // Held until the record is written, so nsm-cni-refresher never works on a half-made attachment.
+  return lockedAttachment(key, conf.requestTimeout, () => connect(inv, wanted, result));
+}
+
+async function connect({ conf, env, key, log }: Invocation, wanted: RequestedServices, result: CniResult): Promise<CniResult> {
+  const netns = env.netns!;
   const transport = await openIdentity(conf, conf.requestTimeout, log);
   const client = new MeshClient({
     name: clientName(env),

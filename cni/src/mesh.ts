@@ -1,6 +1,6 @@
 /**
  * The plugin's conversations with the node's nsmd beyond what MeshClient does: its identity, closing the
- * connections of an earlier ADD, and asking whether nsmd still has them.
+ * connections of an earlier ADD, and asking whether nsmd still has them. nsm-cni-refresher shares them.
  */
 import { status } from '@grpc/grpc-js';
 import { existsSync } from 'node:fs';
@@ -44,15 +44,29 @@ export function meshFailure(e: unknown, what: string, nsmSocket: string): CniErr
   return new CniError(CniCode.MESH_REQUEST_FAILED, `${what}: ${messageOf(e)}`, details);
 }
 
+/** Connection ids by what Close found: closed now, already gone from nsmd, or not closed (nsmd will expire those). */
+export interface CloseOutcome {
+  closed: string[];
+  gone: string[];
+  failed: string[];
+}
+
 /** Closes each connection; one nsmd no longer knows is already closed. Failures are logged, never thrown. */
-export async function closeConnections(nsmSocket: string, transport: Transport, conns: Connection[], timeoutMs: number, log: Logger): Promise<void> {
+export async function closeConnections(nsmSocket: string, transport: Transport, conns: Connection[], timeoutMs: number, log: Logger): Promise<CloseOutcome> {
   const api = new ApiClient('networkservice.NetworkService', nsmSocket, transport);
+  const out: CloseOutcome = { closed: [], gone: [], failed: [] };
   try {
     const results = await Promise.allSettled(conns.map((c) => api.unary('Close', c, { timeoutMs })));
     results.forEach((r, i) => {
-      if (r.status === 'fulfilled' || statusOf(r.reason) === status.NOT_FOUND) return;
-      log.warn({ conn: conns[i]!.id, err: messageOf(r.reason) }, 'close failed; nsmd will close the connection when it expires');
+      const id = conns[i]!.id;
+      if (r.status === 'fulfilled') out.closed.push(id);
+      else if (statusOf(r.reason) === status.NOT_FOUND) out.gone.push(id);
+      else {
+        out.failed.push(id);
+        log.warn({ conn: id, err: messageOf(r.reason) }, 'close failed; nsmd will close the connection when it expires');
+      }
     });
+    return out;
   } finally {
     api.close();
   }

@@ -1,7 +1,8 @@
 /**
  * What ADD made for one attachment (network, container, interface), kept on the node so that DEL — possibly
  * from a restarted runtime, with no prevResult — can close exactly those connections, and CHECK can verify
- * them. One small file per attachment, replaced atomically.
+ * them, and nsm-cni-refresher can keep them alive. One small file per attachment, replaced atomically; whoever
+ * changes it, or acts on nsmd for it, holds its lock (attachment-lock.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { z } from 'zod';
 import type { Connection } from '../../src/api/types.js';
 import type { Logger } from '../../src/util/log.js';
 import { readStateFile, writeStateFile } from '../../src/util/state-file.js';
+import { LockBusyError, withAttachmentLock } from './attachment-lock.js';
 import { CniCode, CniError } from './errors.js';
 
 export interface AttachmentKey {
@@ -37,26 +39,53 @@ export function attachmentFile(k: AttachmentKey): string {
   return path.join(k.dataDir, k.network, `${k.containerId}-${k.ifname}.json`);
 }
 
-export async function readAttachment(k: AttachmentKey, log: Logger): Promise<Attachment | undefined> {
+/** The record as written by writeAttachment; throws when it is not one. */
+export function decodeAttachment(json: unknown): Attachment {
+  return attachmentSchema.parse(json) as unknown as Attachment;
+}
+
+export function readAttachment(k: AttachmentKey, log: Logger): Promise<Attachment | undefined> {
+  return readAttachmentFile(attachmentFile(k), log);
+}
+
+export async function readAttachmentFile(file: string, log: Logger): Promise<Attachment | undefined> {
   try {
-    return await readStateFile(attachmentFile(k), (j) => attachmentSchema.parse(j) as unknown as Attachment, log, 'nsm-cni attachment');
+    return await readStateFile(file, decodeAttachment, log, 'nsm-cni attachment');
   } catch (e) {
-    throw new CniError(CniCode.IO_FAILURE, `cannot read ${attachmentFile(k)}: ${(e as Error).message}`);
+    throw new CniError(CniCode.IO_FAILURE, `cannot read ${file}: ${(e as Error).message}`);
   }
 }
 
-export async function writeAttachment(k: AttachmentKey, a: Attachment): Promise<void> {
+export function writeAttachment(k: AttachmentKey, a: Attachment): Promise<void> {
+  return writeAttachmentFile(attachmentFile(k), a);
+}
+
+export async function writeAttachmentFile(file: string, a: Attachment): Promise<void> {
   try {
-    await writeStateFile(attachmentFile(k), a);
+    await writeStateFile(file, a);
   } catch (e) {
-    throw new CniError(CniCode.IO_FAILURE, `cannot record the attachment in ${attachmentFile(k)}: ${(e as Error).message}`, 'check that dataDir is writable');
+    throw new CniError(CniCode.IO_FAILURE, `cannot record the attachment in ${file}: ${(e as Error).message}`, 'check that dataDir is writable');
   }
 }
 
-export async function removeAttachment(k: AttachmentKey): Promise<void> {
+export function removeAttachment(k: AttachmentKey): Promise<void> {
+  return removeAttachmentFile(attachmentFile(k));
+}
+
+export async function removeAttachmentFile(file: string): Promise<void> {
   try {
-    await fs.promises.rm(attachmentFile(k), { force: true });
+    await fs.promises.rm(file, { force: true });
   } catch (e) {
-    throw new CniError(CniCode.IO_FAILURE, `cannot remove ${attachmentFile(k)}: ${(e as Error).message}`);
+    throw new CniError(CniCode.IO_FAILURE, `cannot remove ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** Runs `fn` holding the attachment's lock; a lock another process keeps past `timeoutMs` asks the runtime to retry. */
+export async function lockedAttachment<T>(k: AttachmentKey, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await withAttachmentLock(attachmentFile(k), timeoutMs, fn);
+  } catch (e) {
+    if (e instanceof LockBusyError) throw new CniError(CniCode.TRY_AGAIN_LATER, e.message);
+    throw e;
   }
 }

@@ -62,27 +62,11 @@ export class MeshClient {
     const labels: Record<string, string> = { ...this.o.labels, ...svc.labels };
     if (this.o.podName && !('podName' in labels)) labels.podName = this.o.podName;
     if (this.o.nodeName && !('nodeName' in labels)) labels.nodeName = this.o.nodeName;
-    return {
-      connection: {
-        id,
-        network_service: svc.service,
-        labels,
-        path: { index: 0, path_segments: [{ name: this.o.name, id, expires: toTimestamp(Date.now() + this.o.maxTokenLifetimeMs) }] },
-      },
-      mechanism_preferences: [
-        {
-          cls: MechanismCls.LOCAL,
-          type: svc.mechanism,
-          parameters: { [KernelParam.INODE_URL]: this.inodeUrl, ...(svc.ifname ? { [KernelParam.NAME]: svc.ifname } : {}) },
-        },
-      ],
-    };
+    return firstRequest({ name: this.o.name, id, service: { ...svc, labels }, inodeUrl: this.inodeUrl, maxTokenLifetimeMs: this.o.maxTokenLifetimeMs });
   }
 
-  /** Signs the client's own path segment for nsmd (its SPIFFE ID as the TLS handshake showed it). */
-  private async request(req: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
-    const metadata = await signOwnSegment(this.o.transport, this.api, req.connection!, this.o.maxTokenLifetimeMs, this.o.requestTimeoutMs);
-    return this.api.unary('Request', req, { timeoutMs: this.o.requestTimeoutMs, metadata });
+  private request(req: DeepPartial<NetworkServiceRequest>): Promise<Connection> {
+    return signedRequest(this.api, this.o.transport, req, this.o.maxTokenLifetimeMs, this.o.requestTimeoutMs);
   }
 
   /**
@@ -93,16 +77,13 @@ export class MeshClient {
   startRefresh(): void {
     const delay = () => {
       const now = Date.now();
-      const left = [...this.conns.values()].flatMap((c) => c.path?.path_segments.map((s) => fromTimestamp(s.expires) ?? Infinity) ?? []);
-      const shortest = Math.min(this.o.maxTokenLifetimeMs, ...left.map((t) => t - now));
+      const shortest = Math.min(this.o.maxTokenLifetimeMs, ...[...this.conns.values()].map((c) => earliestExpiry(c) - now));
       return Math.max(100, shortest / 3);
     };
     const tick = async () => {
       for (const [id, conn] of this.conns) {
-        const path = conn.path!;
-        path.path_segments[0]!.expires = toTimestamp(Date.now() + this.o.maxTokenLifetimeMs);
         try {
-          this.conns.set(id, await this.request({ connection: conn, mechanism_preferences: conn.mechanism ? [conn.mechanism] : [] }));
+          this.conns.set(id, await this.request(refreshRequest(conn, this.o.maxTokenLifetimeMs)));
         } catch (e) {
           this.o.log.warn({ conn: id, err: messageOf(e) }, 'refresh failed; will retry');
         }
@@ -128,4 +109,53 @@ export class MeshClient {
     this.api.close();
     this.o.transport.close();
   }
+}
+
+/**
+ * The first Request for one service: only the client's own path segment (`name`, `id`), and the KERNEL
+ * mechanism naming the client's namespace by inode and the interface it wants.
+ */
+export function firstRequest(o: { name: string; id: string; service: NsUrl; inodeUrl: string; maxTokenLifetimeMs: number }): DeepPartial<NetworkServiceRequest> {
+  const svc = o.service;
+  return {
+    connection: {
+      id: o.id,
+      network_service: svc.service,
+      labels: svc.labels,
+      path: { index: 0, path_segments: [{ name: o.name, id: o.id, expires: toTimestamp(Date.now() + o.maxTokenLifetimeMs) }] },
+    },
+    mechanism_preferences: [
+      {
+        cls: MechanismCls.LOCAL,
+        type: svc.mechanism,
+        parameters: { [KernelParam.INODE_URL]: o.inodeUrl, ...(svc.ifname ? { [KernelParam.NAME]: svc.ifname } : {}) },
+      },
+    ],
+  };
+}
+
+/**
+ * The Request that refreshes `conn`, the connection as nsmd last returned it (the client's view): same id,
+ * path and mechanism, the client's own segment asking for another full lifetime. Updates `conn` in place.
+ */
+export function refreshRequest(conn: Connection, maxTokenLifetimeMs: number): DeepPartial<NetworkServiceRequest> {
+  conn.path!.path_segments[0]!.expires = toTimestamp(Date.now() + maxTokenLifetimeMs);
+  return { connection: conn, mechanism_preferences: conn.mechanism ? [conn.mechanism] : [] };
+}
+
+/** Signs the client's own path segment for nsmd (its SPIFFE ID as the TLS handshake showed it) and sends the Request. */
+export async function signedRequest(
+  api: ApiClient<'networkservice.NetworkService'>,
+  transport: Transport,
+  req: DeepPartial<NetworkServiceRequest>,
+  maxTokenLifetimeMs: number,
+  timeoutMs: number,
+): Promise<Connection> {
+  const metadata = await signOwnSegment(transport, api, req.connection!, maxTokenLifetimeMs, timeoutMs);
+  return api.unary('Request', req, { timeoutMs, metadata });
+}
+
+/** The earliest expiry on the connection's path: the tokens of later hops may end sooner than the client asked. */
+export function earliestExpiry(conn: Connection): number {
+  return Math.min(...(conn.path?.path_segments.map((s) => fromTimestamp(s.expires) ?? Infinity) ?? []));
 }

@@ -34,8 +34,8 @@ const NAMESPACE = 'nsm-system';
 
 /** Every option of values.yaml switched away from its default at least once. */
 const OVERRIDES: Record<string, string[]> = {
-  'sidecar, no cert-manager, CNI RBAC, authz policy': [
-    '--set', 'webhook.sidecar=true',
+  'no sidecar, no cert-manager, CNI RBAC, authz policy': [
+    '--set', 'webhook.sidecar=false',
     '--set', 'webhook.tls.certManager=false',
     '--set', `webhook.tls.caBundle=${Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64')}`,
     '--set', 'cni.enabled=true',
@@ -233,13 +233,13 @@ describe('kustomize base', () => {
     for (const [k, o] of fromHelm) expect(fromKustomize.get(k), k).toEqual(o);
   });
 
-  it('sidecar overlay renders the same objects as helm with webhook.sidecar=true', async () => {
-    const overlay = byKey(await kustomize('deploy/kustomize/overlays/sidecar'));
-    const helm = byKey(await helmTemplate(['--set', 'webhook.sidecar=true']));
+  it('no-sidecar overlay renders the same objects as helm with webhook.sidecar=false', async () => {
+    const overlay = byKey(await kustomize('deploy/kustomize/overlays/no-sidecar'));
+    const helm = byKey(await helmTemplate(['--set', 'webhook.sidecar=false']));
     expect([...overlay.keys()].sort()).toEqual([...helm.keys()].sort());
     for (const [k, o] of helm) expect(overlay.get(k), k).toEqual(o);
     const env = resolvedEnv(container(workload([...overlay.values()], 'Deployment', 'nsm-webhook'), 'nsm-webhook'));
-    expect(env.NSM_WEBHOOK_SIDECAR).toBe('true');
+    expect(env.NSM_WEBHOOK_SIDECAR).toBe('false');
   });
 });
 
@@ -336,7 +336,7 @@ describe('real commands and settings', () => {
     const v = checkSettings(c, webhookSettings);
     const injection = injectionConfig(v);
     expect(injection.image).toBe(c.image);
-    expect(injection.sidecar).toBe(false);
+    expect(injection.sidecar).toBe(true);
     const exclusion = exclusionConfig(v);
     expect([...exclusion.namespaces].sort()).toEqual(['kube-system', NAMESPACE]);
     expect(exclusion.selector?.matches({ 'nsmesh.io/inject': 'disabled' })).toBe(true);
@@ -344,7 +344,7 @@ describe('real commands and settings', () => {
   });
 
   it('hands nsmd an authorization policy its parser accepts', async () => {
-    const objects = await helmTemplate(OVERRIDES['sidecar, no cert-manager, CNI RBAC, authz policy']!);
+    const objects = await helmTemplate(OVERRIDES['no sidecar, no cert-manager, CNI RBAC, authz policy']!);
     const cm = find(objects, 'ConfigMap', 'nsmd-authz-policy') as KubeObject & { data: Record<string, string> };
     const policy = Policy.parse(cm.data['policy.yaml']!, 'nsmd-authz-policy');
     expect(policy.governs('request')).toBe(true);

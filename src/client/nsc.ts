@@ -1,6 +1,7 @@
 import { ApiClient } from '../api/grpc.js';
 import type { DeepPartial } from '../api/codec.js';
-import type { Connection, NetworkServiceRequest } from '../api/types.js';
+import type { ClientReadableStream } from '@grpc/grpc-js';
+import type { Connection, ConnectionEvent, NetworkServiceRequest } from '../api/types.js';
 import { KernelParam, MechanismCls } from '../api/types.js';
 import { fromTimestamp, toTimestamp } from '../chain/elements/expire.js';
 import { inodeUrlOf } from '../dataplane/netns.js';
@@ -33,9 +34,14 @@ export class MeshClient {
   private readonly inodeUrl: string;
   private readonly conns = new Map<string, Connection>();
   private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly monitorApi: ApiClient<'connection.MonitorConnection'>;
+  private monitor: ClientReadableStream<ConnectionEvent> | undefined;
+  private monitorRetry: NodeJS.Timeout | undefined;
+  private refreshNow: (() => void) | undefined;
 
   constructor(private readonly o: ClientOptions) {
     this.api = new ApiClient('networkservice.NetworkService', o.connectTo, o.transport);
+    this.monitorApi = new ApiClient('connection.MonitorConnection', o.connectTo, o.transport);
     this.inodeUrl = inodeUrlOf(o.netns ?? '/proc/thread-self/ns/net');
   }
 
@@ -80,7 +86,15 @@ export class MeshClient {
       const shortest = Math.min(this.o.maxTokenLifetimeMs, ...[...this.conns.values()].map((c) => earliestExpiry(c) - now));
       return Math.max(100, shortest / 3);
     };
+    let running = false;
+    let again = false;
     const tick = async () => {
+      clearTimeout(this.refreshTimer);
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
       for (const [id, conn] of this.conns) {
         try {
           this.conns.set(id, await this.request(refreshRequest(conn, this.o.maxTokenLifetimeMs)));
@@ -88,13 +102,54 @@ export class MeshClient {
           this.o.log.warn({ conn: id, err: messageOf(e) }, 'refresh failed; will retry');
         }
       }
+      running = false;
+      if (this.refreshNow === undefined) return;
+      if (again) {
+        again = false;
+        void tick();
+        return;
+      }
       this.refreshTimer = setTimeout(() => void tick(), delay());
     };
+    this.refreshNow = () => void tick();
     this.refreshTimer = setTimeout(() => void tick(), delay());
+    this.watchConnections();
+  }
+
+  /**
+   * A connection nsmd reports DOWN (its endpoint left, a tunnel's process died) is refreshed at once rather than
+   * at the next period: nsmd heals a refresh whose endpoint is gone onto another endpoint, keeping id and interface.
+   */
+  private watchConnections(): void {
+    if (!this.refreshNow) return;
+    const ids = [...this.conns.keys()];
+    const stream = this.monitorApi.stream('MonitorConnections', { path_segments: ids.map((id) => ({ id })) });
+    this.monitor = stream;
+    stream.on('data', (e: ConnectionEvent) => {
+      if (e.type !== 'UPDATE') return;
+      const down = Object.values(e.connections).filter((c) => c.state === 'DOWN');
+      if (down.length === 0) return;
+      this.o.log.info({ conns: down.map((c) => c.path?.path_segments[0]?.id) }, 'connection DOWN; refreshing now');
+      this.refreshNow?.();
+    });
+    stream.on('error', () => {
+      // Cancelled by closeAll, or nsmd restarting: watch again while refreshing is still wanted.
+      if (this.monitor !== stream || !this.refreshNow) return;
+      this.monitorRetry = setTimeout(() => this.watchConnections(), 1000);
+    });
+  }
+
+  private stopRefresh(): void {
+    this.refreshNow = undefined;
+    clearTimeout(this.refreshTimer);
+    clearTimeout(this.monitorRetry);
+    const m = this.monitor;
+    this.monitor = undefined;
+    m?.cancel();
   }
 
   async closeAll(): Promise<void> {
-    clearTimeout(this.refreshTimer);
+    this.stopRefresh();
     const results = await Promise.allSettled(
       [...this.conns.values()].map((c) => this.api.unary('Close', c, { timeoutMs: this.o.requestTimeoutMs })),
     );
@@ -105,8 +160,9 @@ export class MeshClient {
   }
 
   dispose(): void {
-    clearTimeout(this.refreshTimer);
+    this.stopRefresh();
     this.api.close();
+    this.monitorApi.close();
     this.o.transport.close();
   }
 }

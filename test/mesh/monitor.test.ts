@@ -15,7 +15,7 @@ import { signOwnSegment } from '../../src/identity/outgoing.js';
 import type { Transport } from '../../src/identity/transport.js';
 import { ids, testTransport, workloadSocket } from '../helpers/identity.js';
 import { BIN, startIcmpResponder, startNsmd, type EndpointProc, type NsmdProc } from '../helpers/mesh.js';
-import { cleanupNetns, createNetns, tag, type Netns } from '../helpers/netns.js';
+import { cleanupNetns, createNetns, ping, tag, type Netns } from '../helpers/netns.js';
 import { waitFor } from '../helpers/wait.js';
 
 let nsmd: NsmdProc;
@@ -141,4 +141,70 @@ it('nsc --keep-alive refreshes its connections and closes them on SIGTERM', asyn
   expect(await links()).not.toContain(`${tag}k`);
   admin.close();
   await nse2.stop();
+});
+
+it('heals a refresh whose endpoint crashed (still registered) onto another endpoint, same id and interface', async () => {
+  const svc = `${tag}-heal`;
+  const a = await startIcmpResponder(await createNetns('ha'), { name: `${tag}-ha`, connectTo: nsmd.url, services: [svc], cidr: '169.254.81.0/24' });
+  const b = await startIcmpResponder(await createNetns('hb'), { name: `${tag}-hb`, connectTo: nsmd.url, services: [svc], cidr: '169.254.82.0/24' });
+  const id = `${tag}-h`;
+  const r = {
+    connection: { id, network_service: svc, path: { index: 0, path_segments: [{ name: 'client', id }] } },
+    mechanism_preferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: `${tag}h`, inodeURL: inodeUrlOf(client.path) } }],
+  };
+  const first = await ns.unary('Request', r, { timeoutMs: 10_000, metadata: await signOwnSegment(me, ns, r.connection, 60_000, 5000) });
+  const [gone, other] = first.network_service_endpoint_name === `${tag}-ha` ? [a, b] : [b, a];
+  const events = watch({ path_segments: [{ id }] });
+  await waitFor('the initial state', () => events.length === 1);
+  // SIGKILL: no unregistration, so the registry still lists it; only its silence tells.
+  await gone.stop('SIGKILL');
+  await waitFor('a DOWN update', () => events.some((e) => e.type === 'UPDATE' && Object.values(e.connections)[0]!.state === 'DOWN'));
+  const healed = await ns.unary('Request', { connection: first, mechanism_preferences: [first.mechanism!] }, {
+    timeoutMs: 10_000,
+    metadata: await signOwnSegment(me, ns, first, 60_000, 5000),
+  });
+  expect(healed.id).toBe(first.id);
+  expect(healed.state).toBe('UP');
+  expect(healed.network_service_endpoint_name).toBe(other.name);
+  expect(healed.path!.path_segments.at(-1)!.name).toBe(other.name);
+  const links = (await execa('ip', ['-n', client.name, '-o', 'link', 'show'])).stdout;
+  expect(links).toContain(`${tag}h`);
+  const dst = healed.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!;
+  expect(dst.startsWith(other.name === `${tag}-ha` ? '169.254.81.' : '169.254.82.')).toBe(true);
+  expect(await ping(client, dst)).toBe(true);
+  await ns.unary('Close', healed, { timeoutMs: 5000 });
+  await other.stop();
+});
+
+it('nsc --keep-alive heals at once when its connection goes DOWN, without waiting for the refresh period', async () => {
+  const svc = `${tag}-kheal`;
+  const a = await startIcmpResponder(await createNetns('ka'), { name: `${tag}-ka1`, connectTo: nsmd.url, services: [svc], cidr: '169.254.83.0/24' });
+  const name = `${tag}-kh`;
+  const proc = execa('ip', ['netns', 'exec', client.name, 'node', BIN.nsc, '--keep-alive', '--output', 'json'], {
+    env: {
+      SPIFFE_ENDPOINT_SOCKET: await workloadSocket(ids.pod(name)),
+      NSM_NAME: name,
+      NSM_CONNECT_TO: nsmd.url,
+      NSM_NETWORK_SERVICES: `${svc}/${tag}q`,
+      // The periodic refresh (a third of this) comes long after the test's deadlines.
+      NSM_MAX_TOKEN_LIFETIME: '10m',
+    },
+    reject: false,
+  });
+  const admin = new ApiClient('connection.MonitorConnection', nsmd.url, await testTransport(ids.admin));
+  try {
+    const events = watch({ path_segments: [{ id: `${name}-0` }] }, admin);
+    await waitFor('the keep-alive connection', () => events.some((e) => Object.values(e.connections).some((c) => c.state === 'UP')), 15_000);
+    const b = await startIcmpResponder(await createNetns('kb'), { name: `${tag}-ka2`, connectTo: nsmd.url, services: [svc], cidr: '169.254.84.0/24' });
+    await a.stop();
+    const healed = await waitFor('the connection healed onto the other endpoint', () =>
+      events.flatMap((e) => Object.values(e.connections)).find((c) => c.state === 'UP' && c.network_service_endpoint_name === b.name), 15_000);
+    expect(await ping(client, healed.context!.ip_context!.dst_ip_addrs[0]!.split('/')[0]!)).toBe(true);
+    proc.kill('SIGTERM');
+    expect((await proc).exitCode).toBe(0);
+    await b.stop();
+  } finally {
+    proc.kill('SIGKILL');
+    admin.close();
+  }
 });

@@ -1,5 +1,5 @@
 import { ApiClient } from '../../api/grpc.js';
-import { MechanismCls, MechanismType, type Mechanism } from '../../api/types.js';
+import { MechanismCls, MechanismType, type Connection, type Mechanism } from '../../api/types.js';
 import { remaining, type Element } from '../../chain/types.js';
 import { signOwnSegment } from '../../identity/outgoing.js';
 import type { Transport } from '../../identity/transport.js';
@@ -99,7 +99,8 @@ export function connect(
       const client = clients.get(target.url);
       // A dead endpoint must cost one dial timeout, not the whole Request's deadline.
       const metadata = await signOwnSegment(transport, client, conn, maxTokenLifetimeMs, Math.min(dialTimeoutMs, remaining(st)));
-      const previous = st.existing?.endpoint.connection;
+      // What the endpoint already gave this connection; nothing when the connection is being healed onto another.
+      const previous = st.healFrom ? undefined : st.existing?.endpoint.connection;
       let prefs: Mechanism[] = [{ cls: MechanismCls.LOCAL, type: MechanismType.KERNEL, parameters: {} }];
       if (target.kind === 'remote') {
         if (previous?.mechanism) {
@@ -121,7 +122,7 @@ export function connect(
         ...conn,
         // The endpoint keeps its own interface and addresses across refreshes.
         mechanism: st.wireguardRekey ? prefs[0]! : (previous?.mechanism ?? null),
-        context: previous?.context ?? conn.context,
+        context: previous?.context ?? (st.healFrom ? withoutAddresses(conn.context) : conn.context),
       };
       const res = await client.unary(
         'Request',
@@ -143,4 +144,10 @@ export function connect(
       }
     },
   };
+}
+
+/** The client's context minus what the endpoint it leaves had handed out: the new endpoint allocates its own. */
+function withoutAddresses(ctx: Connection['context']): Connection['context'] {
+  if (!ctx?.ip_context) return ctx;
+  return { ...ctx, ip_context: { ...ctx.ip_context, src_ip_addrs: [], dst_ip_addrs: [], src_routes: [], dst_routes: [] } };
 }

@@ -27,6 +27,10 @@ export interface NsmdRequestState extends BaseRequestState {
   wireguardRekey?: WireguardOffer;
   /** incoming-mechanism: MTU the client asked for, if any. */
   mtu?: number;
+  /** discover: on a refresh whose endpoint left the registry, that endpoint's name; the connection is healed onto another. */
+  healFrom?: string;
+  /** discover: on a refresh, the other endpoints selection would give, asked for if the connection's own fails. */
+  alternatives?: () => Promise<NetworkServiceEndpoint[]>;
   /** discover: endpoints eligible for this Request, in selection order. */
   candidates?: NetworkServiceEndpoint[];
   /** select: the endpoint being tried. */

@@ -5,9 +5,8 @@
 // (nsmd's remote API, 5001) are all the on-prem side publishes. Each domain is its own trust domain; they
 // federate both ways (cluster.test fetches onprem.test's bundle from its bundle endpoint, onprem.test's
 // issuer was given cluster.test's bundle), and the data path is a WireGuard tunnel straight between the two.
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Connection } from '../../src/api/types.js';
@@ -16,15 +15,13 @@ import { buildCertificate, ExtKeyUsage, generateKeyPair, KeyUsageFlags } from '.
 import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
-import { runDemo, say } from './run.js';
+import { DemoLab, runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 const bin = (p: string) => path.join(ROOT, 'dist', p);
-const tag = randomBytes(2).toString('hex');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-demo-id-'));
-const procs: ResultPromise[] = [];
-const namespaces: string[] = [];
+const lab = new DemoLab();
+const { tag, dir } = lab;
 const UNDERLAY = '198.18.0';
 const DNS = `${UNDERLAY}.254`;
 const CLUSTER_IP = `${UNDERLAY}.1`;
@@ -39,20 +36,11 @@ const RECORDS = [
   `host-record=onprem-host.onprem.test,${ONPREM_IP}`,
 ];
 
-async function netns(n: string): Promise<string> {
-  const full = `nsmdemo-${tag}-${n}`;
-  await execa('ip', ['netns', 'add', full]);
-  namespaces.push(full);
-  await execa('ip', ['-n', full, 'link', 'set', 'lo', 'up']);
-  return full;
-}
+const netns = (n: string) => lab.netns(n);
 
 function spawnIn(ns: string, cmd: string[], env: Record<string, string>): { p: ResultPromise; out: () => string } {
-  let out = '';
-  const p = execa('ip', ['netns', 'exec', ns, ...cmd], { env, reject: false, stdout: 'ignore', stderr: 'pipe' });
-  p.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-8000)));
-  procs.push(p);
-  return { p, out: () => out };
+  const p = lab.spawnIn(ns, cmd, env);
+  return { p, out: () => lab.tail(p) };
 }
 
 /** Waits until a process says `text` on stderr; fails at once if it exits. */
@@ -68,12 +56,7 @@ async function teardown(): Promise<void> {
   if (tornDown) return;
   tornDown = true;
   step('tearing down');
-  for (const p of procs.reverse()) p.kill('SIGTERM');
-  await Promise.allSettled(procs);
-  for (const n of namespaces) await execa('ip', ['netns', 'del', n], { reject: false });
-  await cluster?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  say(`removed ${namespaces.length} namespaces and ${procs.length} processes`);
+  await lab.release(async () => cluster?.close());
 }
 
 /** A private web CA and a certificate for the on-prem bundle endpoint (SPIFFE federation, https_web). */

@@ -5,9 +5,7 @@
 // endpoint goes away, node 2's next client is served by node 1's endpoint over a VXLAN tunnel. Every hop runs
 // mutual TLS with SPIFFE identities from an embedded issuer. It proves traffic flows, shows what it built,
 // and tears everything down (also on Ctrl-C).
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Connection } from '../../src/api/types.js';
@@ -16,16 +14,13 @@ import { EmbeddedIssuer } from '../../src/identity/issuer.js';
 import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
 import { etcdArgs } from '../../src/lab/etcd-args.js';
-import { runDemo, say } from './run.js';
+import { DemoLab, runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 const bin = (p: string) => path.join(ROOT, 'dist', p);
-const tag = randomBytes(2).toString('hex');
-const nsName = (n: string) => `nsmdemo-${tag}-${n}`;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-demo-'));
-const procs: ResultPromise[] = [];
-const namespaces: string[] = [];
+const lab = new DemoLab();
+const { tag, dir } = lab;
 const TRUST_DOMAIN = 'nsmesh.local';
 const UNDERLAY = '198.18.0';
 const ETCD = `${UNDERLAY}.254:2379`;
@@ -57,19 +52,9 @@ async function identity(spiffeId: string): Promise<Record<string, string>> {
   return { SPIFFE_ENDPOINT_SOCKET: await issuer!.addWorkload(spiffeId, file) };
 }
 
-async function netns(n: string): Promise<string> {
-  const full = nsName(n);
-  await execa('ip', ['netns', 'add', full]);
-  namespaces.push(full);
-  await execa('ip', ['-n', full, 'link', 'set', 'lo', 'up']);
-  return full;
-}
+const netns = (n: string) => lab.netns(n);
 
-function spawnIn(ns: string, cmd: string[], env: Record<string, string>): ResultPromise {
-  const p = execa('ip', ['netns', 'exec', ns, ...cmd], { env, reject: false, stdout: 'ignore', stderr: 'pipe' });
-  procs.push(p);
-  return p;
-}
+const spawnIn = (ns: string, cmd: string[], env: Record<string, string>) => lab.spawnIn(ns, cmd, env);
 
 
 interface Node {
@@ -88,12 +73,7 @@ async function teardown(): Promise<void> {
   if (tornDown) return;
   tornDown = true;
   step('tearing down');
-  for (const p of procs.reverse()) p.kill('SIGTERM');
-  await Promise.allSettled(procs);
-  for (const n of namespaces) await execa('ip', ['netns', 'del', n], { reject: false });
-  await issuer?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  say(`removed ${namespaces.length} namespaces and ${procs.length} processes`);
+  await lab.release(async () => issuer?.close());
 }
 
 async function underlay(): Promise<Node[]> {
@@ -213,7 +193,7 @@ async function main(): Promise<void> {
   step('closing every connection');
   await nsmctl(nodes[0]!, ['close', local[0]!.conn.id]);
   for (const c of [local[1]!, remote]) await nsmctl(nodes[1]!, ['close', c.conn.id]);
-  for (const ns of namespaces.filter((n) => /-(client|nse)/.test(n))) {
+  for (const ns of lab.namespaces.filter((n) => /-(client|nse)/.test(n))) {
     const r = await execa('ip', ['-n', ns, '-o', 'link', 'show']);
     const left = String(r.stdout).split('\n').filter((l) => l && !/: lo:/.test(l));
     say(`  ${ns}: ${left.length === 0 ? 'no interfaces left' : `LEFT: ${left.join('; ')}`}`);

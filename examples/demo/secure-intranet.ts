@@ -5,9 +5,7 @@
 // Every hop runs mutual TLS with SPIFFE identities. The demo shows the connection's path, traces the hops a
 // packet takes, lets an allowed port through and shows a denied one stopped at the firewall, then stops the
 // firewall and shows no way around it is left. Everything is torn down at the end (also on Ctrl-C).
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Connection } from '../../src/api/types.js';
@@ -18,17 +16,14 @@ import { podId } from '../../src/identity/spiffe-id.js';
 import { FatalError, waitFor } from '../../src/util/wait-for.js';
 import { FIREWALL_TABLE } from '../firewall/rules.js';
 import { buildIntranet, INTRANET, startTcpService, tcpProbe, type Intranet, type TcpService } from '../secure-intranet-connectivity/lab.js';
-import { runDemo, say } from './run.js';
+import { DemoLab, runDemo, say } from './run.js';
 
 // Compiled to dist/examples/demo/: the project root is three levels up.
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 const bin = (p: string) => path.join(ROOT, 'dist', p);
 const SEED_YAML = path.join(ROOT, 'examples/secure-intranet-connectivity/network-service.yaml');
-const tag = randomBytes(2).toString('hex');
-const nsName = (n: string) => `nsmdemo-${tag}-${n}`;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsmesh-demo-'));
-const procs: ResultPromise[] = [];
-const namespaces: string[] = [];
+const lab = new DemoLab();
+const { tag, dir } = lab;
 const TRUST_DOMAIN = 'nsmesh.local';
 const SERVICE = 'secure-intranet-connectivity';
 const PORTS = { allowed: 8080, denied: 22 };
@@ -67,19 +62,9 @@ async function identity(spiffeId: string): Promise<Record<string, string>> {
   return { SPIFFE_ENDPOINT_SOCKET: url };
 }
 
-async function netns(n: string): Promise<string> {
-  const full = nsName(n);
-  await execa('ip', ['netns', 'add', full]);
-  namespaces.push(full);
-  await execa('ip', ['-n', full, 'link', 'set', 'lo', 'up']);
-  return full;
-}
+const netns = (n: string) => lab.netns(n);
 
-function spawnIn(ns: string, cmd: string[], env: Record<string, string>): ResultPromise {
-  const p = execa('ip', ['netns', 'exec', ns, ...cmd], { env, reject: false, stdout: 'ignore', stderr: 'pipe' });
-  procs.push(p);
-  return p;
-}
+const spawnIn = (ns: string, cmd: string[], env: Record<string, string>) => lab.spawnIn(ns, cmd, env);
 
 let adminEnv: Record<string, string> = {};
 let socket = '';
@@ -92,13 +77,10 @@ async function teardown(): Promise<void> {
   tornDown = true;
   step('tearing down');
   await tcpService?.stop();
-  for (const p of [...procs].reverse()) p.kill('SIGTERM');
-  await Promise.allSettled(procs);
-  await intranet?.close();
-  for (const n of namespaces) await execa('ip', ['netns', 'del', n], { reject: false });
-  await issuer?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  say(`removed ${namespaces.length} namespaces and ${procs.length} processes`);
+  await lab.release(async () => {
+    await intranet?.close();
+    await issuer?.close();
+  });
 }
 
 async function waitRegistered(name: string, proc: ResultPromise): Promise<void> {

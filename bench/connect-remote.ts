@@ -11,8 +11,8 @@ import { Cleanups } from './lib/cleanup.js';
 import { finishRun, runBench, startRun } from './lib/run.js';
 import { BenchNamespaces } from './lib/netns.js';
 import { note } from './lib/report.js';
-import { compareThroughput, requireRemoteEnvironment, setupLatency, startRemoteMesh, throughputConnection, type RemoteMesh } from './lib/remote-mesh.js';
-import { killStaleNamespaceProcesses, type Underlay } from './lib/underlay.js';
+import { compareThroughput, prepareRemoteRun, setupLatency, startRemoteMesh, throughputConnection, type RemoteMesh } from './lib/remote-mesh.js';
+import type { Underlay } from './lib/underlay.js';
 import { createHandVxlan, vxlanDifferences, vxlanLinks } from './lib/vxlan.js';
 import type { Metrics } from './lib/report.js';
 
@@ -61,9 +61,7 @@ async function throughput(nss: BenchNamespaces, mesh: RemoteMesh, m: Metrics): P
 }
 
 async function main(): Promise<number> {
-  requireRemoteEnvironment(BENCH, []);
-  const orphans = await killStaleNamespaceProcesses();
-  if (orphans.length) note(`killed processes left in namespaces of earlier runs: ${orphans.join(' ')}`);
+  await prepareRemoteRun(BENCH, []);
   const { nss, tmp, m } = await startRun(cleanups);
   const mesh = await startRemoteMesh(nss, cleanups, tmp, { underlayMtu: UNDERLAY_MTU, cidr: '169.254.0.0/17' });
   const failures: string[] = [];

@@ -11,9 +11,9 @@ import { wgMtu } from '../src/dataplane/wireguard/mtu.js';
 import { Cleanups } from './lib/cleanup.js';
 import { BenchNamespaces } from './lib/netns.js';
 import { note, type Metrics } from './lib/report.js';
-import { compareThroughput, requireRemoteEnvironment, setupLatency, startRemoteMesh, throughputConnection, type RemoteMesh } from './lib/remote-mesh.js';
+import { compareThroughput, prepareRemoteRun, setupLatency, startRemoteMesh, throughputConnection, type RemoteMesh } from './lib/remote-mesh.js';
 import { finishRun, runBench, startRun } from './lib/run.js';
-import { killStaleNamespaceProcesses, type Underlay } from './lib/underlay.js';
+import type { Underlay } from './lib/underlay.js';
 import { createHandWireguard, linkMtus } from './lib/wireguard-hand.js';
 
 const BENCH = 'wireguard';
@@ -62,9 +62,7 @@ async function throughput(nss: BenchNamespaces, mesh: RemoteMesh, m: Metrics, tm
 }
 
 async function main(): Promise<number> {
-  requireRemoteEnvironment(BENCH, [['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools']]);
-  const orphans = await killStaleNamespaceProcesses();
-  if (orphans.length) note(`killed processes left in namespaces of earlier runs: ${orphans.join(' ')}`);
+  await prepareRemoteRun(BENCH, [['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools']]);
   const { nss, tmp, m } = await startRun(cleanups);
   const mesh = await startRemoteMesh(nss, cleanups, tmp, { underlayMtu: UNDERLAY_MTU, cidr: '169.254.0.0/17', labels: { encryption: 'required' } });
   const failures: string[] = [];

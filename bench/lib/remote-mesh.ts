@@ -21,7 +21,7 @@ import { runIperfClient, startIperfServer, type IperfResult } from './iperf.js';
 import { linksIn, type BenchNamespaces, type Netns } from './netns.js';
 import { grouped, names, timedRequest, type Timed, timedClose as timedCloseOf } from './requests.js';
 import { Metrics, note, percentile, ROOT } from './report.js';
-import { createUnderlay, pingFrom, startEtcdIn, startNsmdOnNode, type NodeNsmd, type Underlay } from './underlay.js';
+import { createUnderlay, killStaleNamespaceProcesses, pingFrom, startEtcdIn, startNsmdOnNode, type NodeNsmd, type Underlay } from './underlay.js';
 import { FatalError, waitFor } from './wait.js';
 
 export const REQUEST_TIMEOUT_MS = 15_000;
@@ -52,8 +52,11 @@ export interface RemoteMeshOptions {
   labels?: Record<string, string>;
 }
 
-/** Refuses early, with the fix, what would otherwise fail half-way through a run. */
-export function requireRemoteEnvironment(bench: string, commands: [string, string][]): void {
+/**
+ * Refuses early, with the fix, what would otherwise fail half-way through a run; then stops what killed earlier
+ * runs left serving inside their namespaces.
+ */
+export async function prepareRemoteRun(bench: string, commands: [string, string][]): Promise<void> {
   if (process.getuid?.() !== 0) {
     process.stderr.write(`error: ${bench} must run as root: it creates network namespaces and tunnels (try: sudo npm run bench -- ${bench})\n`);
     process.exit(1);
@@ -65,6 +68,8 @@ export function requireRemoteEnvironment(bench: string, commands: [string, strin
   for (const [cmd, pkg] of [['etcd', 'etcd-server'], ['iperf3', 'iperf3'], ['ss', 'iproute2'], ...commands]) {
     if (!onPath(cmd)) throw new Error(`${cmd} is not installed: apt-get install ${pkg}`);
   }
+  const orphans = await killStaleNamespaceProcesses();
+  if (orphans.length) note(`killed processes left in namespaces of earlier runs: ${orphans.join(' ')}`);
 }
 
 export async function startRemoteMesh(nss: BenchNamespaces, cleanups: Cleanups, tmp: string, o: RemoteMeshOptions): Promise<RemoteMesh> {

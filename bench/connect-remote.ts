@@ -53,7 +53,7 @@ async function throughput(nss: BenchNamespaces, mesh: RemoteMesh, m: Metrics): P
   note(`client-side devices: mesh ${meshIf} vni ${meshDev.vni}, hand-built ${hand0.ifname} vni ${vni}; ${diff.length ? `they differ in: ${diff.join(', ')}` : 'same settings otherwise'}`);
 
   await compareThroughput(nss, mesh, m, {
-    mesh: { from: mesh.cli, fromAddr: t.cli, to: mesh.nse, toAddr: t.nse },
+    mesh: t.path,
     hand: { from: hp0, fromAddr: HAND_ADDRS[0], to: hp1, toAddr: HAND_ADDRS[1] },
   }, { port: 5201, seconds: 5, rounds: 2 });
   await t.close();

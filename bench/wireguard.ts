@@ -54,7 +54,7 @@ async function throughput(nss: BenchNamespaces, mesh: RemoteMesh, m: Metrics, tm
   note(`client-side devices: mesh ${meshIf} (${meshDev.kind}, mtu ${meshDev.mtu}), hand-built ${hand[0].ifname} (${handDev.kind}, mtu ${handDev.mtu})`);
 
   await compareThroughput(nss, mesh, m, {
-    mesh: { from: mesh.cli, fromAddr: t.cli, to: mesh.nse, toAddr: t.nse },
+    mesh: t.path,
     hand: { from: hp0, fromAddr: HAND_ADDRS[0], to: hp1, toAddr: HAND_ADDRS[1] },
   }, { port: 5201, seconds: 5, rounds: 2 });
   await t.close();

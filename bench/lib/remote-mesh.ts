@@ -242,7 +242,7 @@ export async function compareThroughput(
 }
 
 /** The mesh connection the throughput phase measures, closed by the cleanups if the run stops before its own Close. */
-export async function throughputConnection(mesh: RemoteMesh, id: string, ifname: string, failures: string[]): Promise<{ conn: Connection; close: () => Promise<void>; cli: string; nse: string }> {
+export async function throughputConnection(mesh: RemoteMesh, id: string, ifname: string, failures: string[]): Promise<{ conn: Connection; close: () => Promise<void>; path: IperfPath }> {
   const t = await timedRequest(mesh, id, ifname, REQUEST_TIMEOUT_MS);
   if (!t.conn) throw new Error(`the throughput connection failed: ${t.error}`);
   const conn = t.conn;
@@ -258,5 +258,5 @@ export async function throughputConnection(mesh: RemoteMesh, id: string, ifname:
   const cli = addrOf(ip?.src_ip_addrs[0]);
   const nse = addrOf(ip?.dst_ip_addrs[0]);
   if (!cli || !nse) throw new Error(`the throughput connection has no addresses: ${JSON.stringify(ip)}`);
-  return { conn, close, cli, nse };
+  return { conn, close, path: { from: mesh.cli, fromAddr: cli, to: mesh.nse, toAddr: nse } };
 }

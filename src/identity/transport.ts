@@ -17,6 +17,8 @@ export interface Transport {
   channelCredentials(onServer?: (spiffeId: string) => void): grpc.ChannelCredentials;
   /** This component's current SVID; undefined in insecure mode. */
   svid(): Svid | undefined;
+  /** Where SVID and bundles come from (rotations are its 'update' events); undefined in insecure mode. */
+  readonly source?: X509Source;
   /** Trust bundles by trust domain (empty in insecure mode). */
   bundles(): Bundles;
   /** The verified peer of a server call; undefined in insecure mode. */
@@ -45,6 +47,7 @@ export function insecureTransport(log: Logger, component: string): Transport {
 export function sourceTransport(source: X509Source & { close?: () => void }, federation?: FederationStatus): Transport {
   return {
     secure: true,
+    source,
     ...(federation ? { federation } : {}),
     serverCredentials: () => serverCredentials(source),
     channelCredentials: (onServer) =>

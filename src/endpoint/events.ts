@@ -8,17 +8,28 @@ export interface EndpointEvent {
   record: EndpointRecord;
 }
 
-/** Changes to an endpoint's connections, for its MonitorConnection stream (nsmd watches it to follow them). */
+/**
+ * Changes to an endpoint's connections, for its MonitorConnection stream (nsmd watches it to follow them).
+ * Events go out after the current I/O turn, in order: the answer to the Request that caused one is written
+ * first, so the monitor's encoding and write never sit on the Request's path.
+ */
 export class EndpointEvents {
   private readonly emitter = new EventEmitter();
+  private queued: EndpointEvent[] = [];
 
   constructor() {
     this.emitter.setMaxListeners(0);
   }
 
   emit(e: EndpointEvent): void {
-    this.emitter.emit('event', e);
+    if (this.queued.push(e) === 1) setImmediate(this.flush);
   }
+
+  private readonly flush = (): void => {
+    const events = this.queued;
+    this.queued = [];
+    for (const e of events) this.emitter.emit('event', e);
+  };
 
   subscribe(fn: (e: EndpointEvent) => void): () => void {
     this.emitter.on('event', fn);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Mechanism } from '../../api/types.js';
+import type { Connection, Mechanism } from '../../api/types.js';
 import { KernelParam, MechanismCls, MechanismType } from '../../api/types.js';
 import { ifnameProblem } from '../../api/validate.js';
 import type { Element } from '../../chain/types.js';
@@ -53,11 +53,17 @@ export function clientMechanism(dataplane: Dataplane, acceptTunnels: readonly st
       }
       const ours = st.existing?.dataplane.local;
       const plumbedByUs = ours !== undefined && ours.inodeUrl === inodeUrl && ours.ifname === ifname;
-      if (!plumbedByUs && (await dataplane.linkExists(netns, ifname))) {
-        throw invalidArgument(`interface "${ifname}" already exists in the client namespace ${inodeUrl}: choose another name`);
-      }
+      // The kernel's answer (a worker round trip) is not waited for here but in plumb, before anything is
+      // built: discovery and the next hop's answer take longer than the question.
+      if (!plumbedByUs) st.clientNameTaken = dataplane.linkExists(netns, ifname);
       st.clientEnd = { netns, inodeUrl, ifname };
-      const res = await next.request(st);
+      let res: Connection;
+      try {
+        res = await next.request(st);
+      } finally {
+        // Failed before plumb looked: the answer is not needed, but must not surface as an unhandled rejection.
+        st.clientNameTaken?.catch(() => undefined);
+      }
       res.mechanism = {
         cls: MechanismCls.LOCAL,
         type: MechanismType.KERNEL,

@@ -7,7 +7,7 @@ import { parseIp } from '../../dataplane/ip.js';
 import { NetnsNotFoundError, resolveInodeUrl } from '../../dataplane/netns.js';
 import { VNI_MAX, vxlanMtu } from '../../dataplane/vxlan/mtu.js';
 import { codeOf } from '../../dataplane/veth/protocol.js';
-import { internal, messageOf, unavailable } from '../../util/errors.js';
+import { internal, invalidArgument, messageOf, unavailable } from '../../util/errors.js';
 import type { ConnectionStore, PlumbedEnd, PlumbedPath, Tunnel } from '../connection-store.js';
 import { VxlanParam, WireguardParam } from './client-mechanism.js';
 import { wgMtu } from '../../dataplane/wireguard/mtu.js';
@@ -188,6 +188,10 @@ export function plumb(
       for (let attempt = 1; ; attempt++) {
         const res = await next.request(st);
         try {
+          if (await st.clientNameTaken) {
+            const c = st.clientEnd!;
+            throw invalidArgument(`interface "${c.ifname}" already exists in the client namespace ${c.inodeUrl}: choose another name`);
+          }
           const plumbed = await build(st, res);
           st.plumbed = plumbed;
           res.state = 'UP';

@@ -15,8 +15,13 @@ export interface NsmdRequestState extends BaseRequestState {
   existing?: ConnectionRecord;
   /** expire: when the connection lapses unless refreshed. */
   expiresAt?: number;
-  /** incoming-mechanism: a local client's namespace and interface (KERNEL). */
+  /** client-mechanism: a local client's namespace and interface (KERNEL). */
   clientEnd?: PlumbedEnd;
+  /**
+   * client-mechanism: whether the client's interface name is already taken, asked of the kernel while the
+   * Request travels on; plumb refuses before building anything if it is.
+   */
+  clientNameTaken?: Promise<boolean>;
   /** other-domain-caller: the caller is another domain's nsmd, so this node's tunnel address is given as outsiders reach it. */
   fromOtherDomain?: boolean;
   /** incoming-mechanism: a remote node's tunnel offer (VXLAN or WireGuard). */

@@ -11,7 +11,10 @@ import {
   type ServiceName,
 } from './codec.js';
 import { toServiceError } from '../util/errors.js';
+import { LeanServer, type ServerSecurity } from './lean-server.js';
 import type { Transport } from '../identity/transport.js';
+import { svidClientOptions } from '../identity/tls-client.js';
+import { callError, LeanClient } from './lean-client.js';
 
 /**
  * Socket addresses are written as upstream writes them: unix:///path or tcp://host:port.
@@ -50,7 +53,11 @@ export interface CallOptions {
 
 /** A typed, promise-based client for one API service. Every call has a deadline. */
 export class ApiClient<S extends ServiceName> {
-  private readonly client: grpc.Client;
+  private grpcClient: grpc.Client | undefined;
+  private readonly makeGrpcClient: () => grpc.Client;
+  /** Unary calls go through the lean client when the credentials are ones it can reproduce (see below). */
+  private readonly lean: LeanClient | undefined;
+  private readonly methods: grpc.ServiceDefinition;
   private serverId: string | undefined;
   readonly secure: boolean;
 
@@ -61,11 +68,34 @@ export class ApiClient<S extends ServiceName> {
     credentials: grpc.ChannelCredentials | Transport = grpc.credentials.createInsecure(),
     options: grpc.ChannelOptions = {},
   ) {
-    const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service);
+    this.methods = serviceDefinition(service);
+    const addr = parseSocketUrl(url);
     const isTransport = 'channelCredentials' in credentials && typeof credentials.channelCredentials === 'function';
-    this.secure = isTransport && (credentials as Transport).secure;
-    const creds = isTransport ? (credentials as Transport).channelCredentials((id) => (this.serverId = id)) : (credentials as grpc.ChannelCredentials);
-    this.client = new Ctor(parseSocketUrl(url).target, creds, { ...CHANNEL_DEFAULTS, ...options });
+    const transport = isTransport ? (credentials as Transport) : undefined;
+    this.secure = !!transport?.secure;
+    // The grpc-js client (streams, channel()) is made on first use, so that a client making only unary
+    // calls never opens a second connection.
+    this.makeGrpcClient = () => {
+      const Ctor = grpc.makeGenericClientConstructor(this.methods, service);
+      const creds = transport ? transport.channelCredentials((id) => (this.serverId = id)) : (credentials as grpc.ChannelCredentials);
+      return new Ctor(addr.target, creds, { ...CHANNEL_DEFAULTS, ...options });
+    };
+    // The lean client speaks plaintext or SVID mutual TLS from a Transport's source; other secure
+    // ChannelCredentials (opaque grpc-js objects) keep grpc-js for unary calls too.
+    const plaintext = transport ? !transport.secure : !(credentials as grpc.ChannelCredentials)._isSecure();
+    const source = transport?.secure ? transport.source : undefined;
+    if (plaintext || source) {
+      this.lean = new LeanClient({
+        url,
+        kind: addr.kind,
+        address: addr.kind === 'unix' ? addr.path! : addr.target,
+        ...(source ? { tls: () => svidClientOptions(source, (peer) => (this.serverId = peer.spiffeId)) } : {}),
+      });
+    }
+  }
+
+  private get client(): grpc.Client {
+    return (this.grpcClient ??= this.makeGrpcClient());
   }
 
   /** The server's SPIFFE ID (connecting first if need be); undefined on an insecure channel. */
@@ -76,6 +106,7 @@ export class ApiClient<S extends ServiceName> {
   }
 
   unary<M extends MethodName<S>>(method: M, req: DeepPartial<RequestOf<S, M>>, opts: CallOptions): Promise<ResponseOf<S, M>> {
+    if (this.lean) return this.leanUnary(method, req, opts);
     return new Promise((resolve, reject) => {
       const fn = (this.client as unknown as Record<string, grpc.requestCallback<unknown> & ((...a: unknown[]) => void)>)[method]!;
       fn.call(
@@ -86,6 +117,22 @@ export class ApiClient<S extends ServiceName> {
         (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res as ResponseOf<S, M>)),
       );
     });
+  }
+
+  private async leanUnary<M extends MethodName<S>>(method: M, req: DeepPartial<RequestOf<S, M>>, opts: CallOptions): Promise<ResponseOf<S, M>> {
+    const def = this.methods[method]!;
+    let body: Buffer;
+    try {
+      body = def.requestSerialize(req);
+    } catch (e) {
+      throw callError(grpc.status.INTERNAL, `Request message serialization failure: ${(e as Error).message}`);
+    }
+    const res = await this.lean!.call(def.path, body, opts.metadata, opts.timeoutMs);
+    try {
+      return def.responseDeserialize(res) as ResponseOf<S, M>;
+    } catch (e) {
+      throw callError(grpc.status.INTERNAL, `Response message parsing error: ${(e as Error).message}`);
+    }
   }
 
   /** A server stream. Without timeoutMs it stays open until cancelled (watches, monitors). */
@@ -106,20 +153,27 @@ export class ApiClient<S extends ServiceName> {
     return out;
   }
 
-  /** Resolves once the channel is connected, or rejects at the deadline. */
+  /** Resolves once connected (the lean client's session when unary calls use it), or rejects at the deadline. */
   waitForReady(timeoutMs: number): Promise<void> {
+    if (this.lean) return this.lean.ready(timeoutMs);
     return new Promise((resolve, reject) =>
       this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
     );
   }
 
-  /** The underlying channel, to watch its connectivity (a reconnect shows as a state change). */
+  /** The grpc-js channel under streams, to watch its connectivity (a reconnect shows as a state change). */
   channel() {
     return this.client.getChannel();
   }
 
+  /** How many connections unary calls have opened (a reconnect shows as an increase); undefined if grpc-js carries them. */
+  unarySessionsOpened(): number | undefined {
+    return this.lean?.sessionsOpened;
+  }
+
   close(): void {
-    this.client.close();
+    this.lean?.close();
+    this.grpcClient?.close();
   }
 }
 
@@ -133,7 +187,7 @@ export function unary<Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, R
   };
 }
 
-export function addService<S extends ServiceName>(server: grpc.Server, service: S, handlers: grpc.UntypedServiceImplementation): void {
+export function addService<S extends ServiceName>(server: LeanServer, service: S, handlers: grpc.UntypedServiceImplementation): void {
   server.addService(serviceDefinition(service), handlers);
 }
 
@@ -154,40 +208,40 @@ async function prepareUnixSocket(file: string): Promise<void> {
 }
 
 export interface RunningServer {
-  server: grpc.Server;
+  server: LeanServer;
   /** The address it listens on, with the port filled in for tcp://host:0. */
   url: string;
   close(): Promise<void>;
 }
 
+/**
+ * Serves the API on a unix socket or tcp://host:port, with handlers written against grpc-js's server API
+ * (see lean-server.ts for why not grpc-js's own server). `security` is a Transport's serverCredentials():
+ * mutual TLS with its SVID, or plaintext.
+ */
 export async function startServer(
   url: string,
-  register: (server: grpc.Server) => void,
-  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+  register: (server: LeanServer) => void,
+  security: ServerSecurity = 'insecure',
   /** Unix socket mode; unset keeps what the umask gives (owner only, for sockets that grant identities). */
   socketMode?: number,
 ): Promise<RunningServer> {
   const addr = parseSocketUrl(url);
   if (addr.kind === 'unix') await prepareUnixSocket(addr.path!);
-  const server = new grpc.Server({ 'grpc.max_concurrent_streams': 10_000, 'grpc.enable_channelz': 0 });
+  const server = new LeanServer(security);
   register(server);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(addr.target, credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  const sep = addr.target.lastIndexOf(':');
+  const bound = await server.listen(
+    addr.kind === 'unix' ? { path: addr.path! } : { host: addr.target.slice(0, sep).replace(/^\[(.*)\]$/, '$1'), port: Number(addr.target.slice(sep + 1)) },
   );
   if (addr.kind === 'unix' && socketMode !== undefined) fs.chmodSync(addr.path!, socketMode);
-  const bound = addr.kind === 'tcp' ? `tcp://${addr.target.replace(/:\d+$/, `:${port}`)}` : url;
+  const port = typeof bound === 'string' ? 0 : bound.port;
   return {
     server,
-    url: bound,
+    url: addr.kind === 'tcp' ? `tcp://${addr.target.slice(0, sep)}:${port}` : url,
     close: () =>
-      new Promise<void>((resolve) => {
-        // Streams (monitors, watches) never end by themselves: give calls a moment, then force.
-        const force = setTimeout(() => server.forceShutdown(), 1000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      }).finally(() => {
+      // Streams (monitors, watches) never end by themselves: give calls a moment, then force.
+      server.close(1000).finally(() => {
         if (addr.kind === 'unix' && fs.existsSync(addr.path!)) fs.rmSync(addr.path!, { force: true });
       }),
   };

@@ -1,22 +1,17 @@
 /**
- * X.509-SVID mutual TLS for @grpc/grpc-js, following rotation.
+ * X.509-SVID mutual TLS, following rotation. The server side is tls-server.ts (for the API's own server,
+ * src/api/lean-server.ts); this module holds the client side for @grpc/grpc-js and the peer verification
+ * both share.
  *
- * How rotation reaches grpc-js (1.14.7): both sides are built on grpc-js's experimental CertificateProvider.
- * - Server: createCertificateProviderServerCredentials registers a watcher per bound port; each provider
- *   update becomes http2SecureServer.setSecureContext(), which applies to handshakes from then on while
- *   established connections (and their open streams) keep the context they were made with.
- * - Client: createCertificateProviderChannelCredentials builds a new SecureContext from the latest update for
- *   every new connection; existing connections are untouched.
- * The provider below turns an X509Source's 'update' events into those provider updates.
+ * How rotation reaches grpc-js's client (1.14.7): createCertificateProviderChannelCredentials, on grpc-js's
+ * experimental CertificateProvider, builds a new SecureContext from the latest update for every new
+ * connection; existing connections are untouched. The provider below turns an X509Source's 'update' events
+ * into those provider updates.
  *
- * SPIFFE verification beyond what TLS does:
- * - Trust anchors given to OpenSSL are the union of all bundles, so OpenSSL alone would accept trust domain
- *   A's ID signed by B's CA. The client re-verifies the server's chain in checkServerIdentity (which also
- *   replaces Node's DNS hostname check: SVIDs carry no DNS names); the server re-verifies every call in an
- *   interceptor, before any handler runs.
- * - grpc-js's server auth context carries the peer's leaf only (getPeerCertificate() without the chain), so
- *   server-side re-verification works for SVIDs signed directly by a bundle CA (SPIRE without an upstream
- *   authority, and the embedded issuer); a client whose SVID needs an intermediate is refused there.
+ * SPIFFE verification beyond what TLS does: trust anchors given to OpenSSL are the union of all bundles, so
+ * OpenSSL alone would accept trust domain A's ID signed by B's CA. The client re-verifies the server's chain
+ * in checkServerIdentity (which also replaces Node's DNS hostname check: SVIDs carry no DNS names); the
+ * server re-verifies the client's chain once per TLS session, before any handler runs.
  */
 import type { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, PeerCertificate } from 'node:tls';
@@ -62,9 +57,9 @@ class SourceCertificateProvider implements grpc.experimental.CertificateProvider
     if (this.caListeners.size + this.identityListeners.size === 0) this.source.off('update', this.onUpdate);
   }
 
-  // The current value goes to a new listener on the next microtask, not synchronously: grpc-js's server
-  // credentials register provider listeners before their own watcher, so a synchronous first value
-  // would be lost and the port would drop every connection as "credentials not loaded".
+  // The current value goes to a new listener on the next microtask, not synchronously: grpc-js registers
+  // provider listeners before its own watcher, so a synchronous first value would be lost and every
+  // connection refused as "credentials not loaded".
   addCaCertificateListener(listener: CaListener): void {
     this.caListeners.add(listener);
     this.listening();
@@ -99,8 +94,13 @@ export interface SpiffePeer {
   notAfter: number;
 }
 
-/** Calls that passed the server interceptor, by their metadata object (unforgeable, and gone with the call). */
+/** Calls whose TLS session was verified by the server, by their metadata object (unforgeable, and gone with the call). */
 const verifiedPeers = new WeakMap<grpc.Metadata, SpiffePeer>();
+
+/** Ties a call to the verified identity of its TLS session (tls-server.ts). */
+export function bindVerifiedPeer(metadata: grpc.Metadata, peer: SpiffePeer): void {
+  verifiedPeers.set(metadata, peer);
+}
 
 type AuthContextCall = { getAuthContext(): { sslPeerCertificate?: PeerCertificate } };
 
@@ -121,62 +121,28 @@ function peerCache(source: X509Source): Map<string, SpiffePeer> {
   return cache;
 }
 
-function peerFromAuthContext(call: AuthContextCall, source: X509Source): SpiffePeer {
-  const cert = call.getAuthContext().sslPeerCertificate;
+/** The SPIFFE identity of a TLS peer's certificate (with its chain when detailed), verified against the source's bundles. */
+export function verifyPeerCertificate(cert: PeerCertificate | DetailedPeerCertificate | undefined, source: X509Source): SpiffePeer {
   if (!cert?.raw) throw new SvidError('the caller presented no client certificate');
   const cache = peerCache(source);
   const hit = cache.get(cert.fingerprint256);
   if (hit) return hit;
-  // TLS checked the certificate's validity period at the handshake. Checking it again on every call would
-  // break every long-lived connection once its client certificate expires — after a rotation, that is
-  // normal — so this re-verification (which exists for the trust-domain check) is done as of a moment
-  // inside the validity period.
+  // TLS checked the certificate's validity period at the handshake. Checking it again later would break
+  // every long-lived connection once its client certificate expires — after a rotation, that is normal —
+  // so this re-verification (which exists for the trust-domain check) is done as of a moment inside the
+  // validity period.
   const validTo = Date.parse(cert.valid_to);
-  const peer = verifySvid([cert.raw], source.bundles(), Math.min(Date.now(), Number.isFinite(validTo) ? validTo - 1000 : Date.now()));
+  const peer = verifySvid(chainOf(cert as DetailedPeerCertificate), source.bundles(), Math.min(Date.now(), Number.isFinite(validTo) ? validTo - 1000 : Date.now()));
   if (cache.size >= PEER_CACHE_MAX) cache.clear();
   cache.set(cert.fingerprint256, peer);
   return peer;
 }
 
-export interface ServerCredentialsOptions {
-  /** Authorises callers by SPIFFE ID (PERMISSION_DENIED otherwise); default: any ID that verifies. */
-  authorize?: (spiffeId: string) => boolean;
+function peerFromAuthContext(call: AuthContextCall, source: X509Source): SpiffePeer {
+  return verifyPeerCertificate(call.getAuthContext().sslPeerCertificate, source);
 }
 
-/**
- * mTLS server credentials: a client certificate is required, chained to a bundle by TLS and re-verified per
- * call against the bundle of the client's own trust domain (UNAUTHENTICATED otherwise).
- */
-export function serverCredentials(source: X509Source, opts: ServerCredentialsOptions = {}): grpc.ServerCredentials {
-  const provider = new SourceCertificateProvider(source);
-  // grpc-js 1.14.7 names the parameters (ca, identity) but passes them on as (identity, ca); one provider
-  // serving both makes the order irrelevant.
-  const tls = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, true);
-  const interceptor: grpc.ServerInterceptor = (_method, call) => {
-    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
-      start: (next) =>
-        next({
-          onReceiveMetadata: (metadata, forward) => {
-            let peer: SpiffePeer;
-            try {
-              peer = peerFromAuthContext(call, source);
-            } catch (e) {
-              intercepting.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: (e as Error).message, metadata: new grpc.Metadata() });
-              return;
-            }
-            if (opts.authorize && !opts.authorize(peer.spiffeId)) {
-              intercepting.sendStatus({ code: grpc.status.PERMISSION_DENIED, details: `${peer.spiffeId} is not authorised here`, metadata: new grpc.Metadata() });
-              return;
-            }
-            verifiedPeers.set(metadata, peer);
-            forward(metadata);
-          },
-        }),
-    });
-    return intercepting;
-  };
-  return grpc.experimental.createServerCredentialsWithInterceptors(tls, [interceptor]);
-}
+export { serverCredentials, type ServerCredentialsOptions } from './tls-server.js';
 
 /** The peer's chain as TLS presented and completed it: leaf, then issuers up to the root. */
 export function chainOf(cert: DetailedPeerCertificate): Buffer[] {
@@ -224,8 +190,8 @@ export function channelCredentials(source: X509Source, opts: ChannelCredentialsO
 
 /**
  * The verified SPIFFE identity of the caller of a call served with serverCredentials(); undefined if the call
- * did not come through them. With `source`, the peer's certificate is verified again here (for servers built
- * with other credentials); undefined if it does not verify.
+ * did not come through them. With `source`, the peer's certificate (and chain) is verified again here;
+ * undefined if it does not verify.
  */
 export function peerOf(
   call: { metadata: grpc.Metadata; getAuthContext(): { sslPeerCertificate?: PeerCertificate } },

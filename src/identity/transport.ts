@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
+import type { ServerSecurity } from '../api/lean-server.js';
 import { channelCredentials, peerOf, serverCredentials, type SpiffePeer } from './tls.js';
 import type { Svid, X509Source } from './source.js';
 import type { Bundles } from './x509.js';
@@ -12,7 +13,8 @@ import { FederatedSource, type FederationEntry, type FederationStatus } from './
  */
 export interface Transport {
   readonly secure: boolean;
-  serverCredentials(): grpc.ServerCredentials;
+  /** What startServer() serves with: mutual TLS with this SVID, or plaintext in insecure mode. */
+  serverCredentials(): ServerSecurity;
   /** `onServer` learns the server's SPIFFE ID at every handshake (path tokens are addressed to it). */
   channelCredentials(onServer?: (spiffeId: string) => void): grpc.ChannelCredentials;
   /** This component's current SVID; undefined in insecure mode. */
@@ -35,7 +37,7 @@ export function insecureTransport(log: Logger, component: string): Transport {
   );
   return {
     secure: false,
-    serverCredentials: () => grpc.ServerCredentials.createInsecure(),
+    serverCredentials: () => 'insecure',
     channelCredentials: () => grpc.credentials.createInsecure(),
     svid: () => undefined,
     bundles: () => new Map(),

@@ -33,10 +33,32 @@ interface IperfJson {
   end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };
 }
 
-/** One TCP stream for `seconds` from `ns` (source `bindIp`) to `serverIp`. */
-export async function runIperfClient(cleanups: Cleanups, ns: Netns, serverIp: string, bindIp: string, port: number, seconds: number): Promise<IperfResult> {
+export interface IperfClientOptions {
+  /** Seconds at the start left out of the figure (iperf3 -O): TCP's slow start is not what is compared. */
+  omit?: number;
+  /**
+   * CPUs for the client and the server for this one test (iperf3 -A client,server). Over veths a stream's
+   * receive path runs in softirq on the sending CPU, so placement alone moves one stream's throughput by up
+   * to 2x on a 2-vCPU host (hand-built VXLAN here: 18–28 Gbit/s with both on CPU 0, 11–25 split 0/1,
+   * 12–15 split 1/0); left to the scheduler, it differs from run to run.
+   */
+  cpus?: [number, number];
+}
+
+/** One TCP stream for `seconds` (after `omit`) from `ns` (source `bindIp`) to `serverIp`. */
+export async function runIperfClient(
+  cleanups: Cleanups,
+  ns: Netns,
+  serverIp: string,
+  bindIp: string,
+  port: number,
+  seconds: number,
+  o: IperfClientOptions = {},
+): Promise<IperfResult> {
   const cmd = ['iperf3', '-c', serverIp, '-B', bindIp, '-p', String(port), '-t', String(seconds), '-P', '1', '-J'];
-  const r = await runTracked(cleanups, ns, cmd, (seconds + 30) * 1000);
+  if (o.omit) cmd.push('-O', String(o.omit));
+  if (o.cpus) cmd.push('-A', o.cpus.join(','));
+  const r = await runTracked(cleanups, ns, cmd, (seconds + (o.omit ?? 0) + 30) * 1000);
   let out: IperfJson;
   try {
     out = JSON.parse(r.stdout) as IperfJson;

@@ -9,6 +9,7 @@
  * here, mutual TLS on every hop (node to node too), and the client signs its path segment, which is timed.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../../src/api/grpc.js';
 import type { Connection } from '../../src/api/types.js';
@@ -208,37 +209,63 @@ export interface IperfPath {
 }
 
 /**
- * iperf3 through the mesh connection and through the hand-built link, alternating A B A B so that drift
- * (other load on the host, thermal) falls on both about equally; sets iperf_* and mesh_over_hand_ratio.
+ * iperf3 through the mesh connection and through the hand-built link, `rounds` of each. The order flips every
+ * round (mesh hand, hand mesh, …) so that drift (other load on the host) falls on both alike, and the ratio
+ * is taken between the two medians: on a shared 2-vCPU host a run can lose up to half to a neighbour,
+ * which moves a mean by its whole dip but a median by one rank. Every run's figure is reported too. Client
+ * and server are pinned to fixed, different CPUs (when there are two) so both links are measured with the
+ * same placement. Sets iperf_<which>_run<i>_*, iperf_<which>_gbps (medians), mesh_over_hand_ratio (their
+ * ratio) and mesh_over_hand_paired_median (the median of the rounds' own ratios).
  */
 export async function compareThroughput(
   nss: BenchNamespaces,
   mesh: RemoteMesh,
   m: Metrics,
   paths: { mesh: IperfPath; hand: IperfPath },
-  o: { port: number; seconds: number; rounds: number },
+  o: { port: number; seconds: number; rounds: number; omit?: number },
 ): Promise<void> {
   for (const [what, p] of Object.entries(paths)) {
     await waitFor(`ping over the ${what} link from ${p.from.name} to ${p.toAddr}`, () => pingFrom(p.from, p.toAddr), 10_000, 100);
   }
   for (const p of Object.values(paths)) await startIperfServer(nss, mesh.cleanups, p.to, p.toAddr, o.port);
+  const cpus: [number, number] | undefined = os.cpus().length >= 2 ? [0, 1] : undefined;
+  const pin = cpus ? { cpus } : {};
+  // A short warm-up per link, not recorded: in one run the first stream after the setup phase came out far
+  // below all others (6.7 against 18–26 Gbit/s), and the first stream is always the mesh's.
+  for (const which of ['mesh', 'hand'] as const) {
+    const p = paths[which];
+    await runIperfClient(mesh.cleanups, p.from, p.toAddr, p.fromAddr, o.port, 1, pin);
+  }
   const runs: Record<'mesh' | 'hand', IperfResult[]> = { mesh: [], hand: [] };
   for (let round = 1; round <= o.rounds; round++) {
-    for (const which of ['mesh', 'hand'] as const) {
+    const order = round % 2 === 1 ? (['mesh', 'hand'] as const) : (['hand', 'mesh'] as const);
+    for (const which of order) {
       stopIfInterrupted(mesh);
-      note(`iperf3 round ${round}: ${which} (${o.seconds} s, one TCP stream)`);
+      note(`iperf3 round ${round}/${o.rounds}: ${which} (${o.seconds} s after ${o.omit ?? 0} s omitted, one TCP stream${cpus ? `, client on CPU ${cpus[0]}, server on CPU ${cpus[1]}` : ''})`);
       const p = paths[which];
-      const r = await runIperfClient(mesh.cleanups, p.from, p.toAddr, p.fromAddr, o.port, o.seconds);
+      const r = await runIperfClient(mesh.cleanups, p.from, p.toAddr, p.fromAddr, o.port, o.seconds, { ...(o.omit ? { omit: o.omit } : {}), ...pin });
       runs[which].push(r);
       m.set(`iperf_${which}_run${round}_gbps`, r.gbps, 'Gbit/s');
       m.set(`iperf_${which}_run${round}_retransmits`, r.retransmits, 'segments');
     }
   }
   stopIfInterrupted(mesh);
-  const mean = (rs: IperfResult[]) => rs.reduce((s, r) => s + r.gbps, 0) / rs.length;
-  m.set('iperf_mesh_gbps', mean(runs.mesh), 'Gbit/s');
-  m.set('iperf_hand_gbps', mean(runs.hand), 'Gbit/s');
-  m.set('mesh_over_hand_ratio', mean(runs.mesh) / mean(runs.hand), 'x');
+  const median = (rs: IperfResult[]) => medianOf(rs.map((r) => r.gbps));
+  m.set('iperf_mesh_gbps', median(runs.mesh), 'Gbit/s');
+  m.set('iperf_hand_gbps', median(runs.hand), 'Gbit/s');
+  m.set('mesh_over_hand_ratio', median(runs.mesh) / median(runs.hand), 'x');
+  // The same comparison made within each round (two runs seconds apart): a change of load between rounds
+  // then cancels out, one that falls between a round's two runs spoils that round only.
+  m.set('mesh_over_hand_paired_median', medianOf(runs.mesh.map((r, i) => r.gbps / runs.hand[i]!.gbps)), 'x');
+  const spread = (rs: IperfResult[]) => `${Math.min(...rs.map((r) => r.gbps)).toFixed(2)}–${Math.max(...rs.map((r) => r.gbps)).toFixed(2)}`;
+  note(`iperf3 medians of ${o.rounds} runs: mesh ${median(runs.mesh).toFixed(2)} Gbit/s (runs ${spread(runs.mesh)}), hand-built ${median(runs.hand).toFixed(2)} Gbit/s (runs ${spread(runs.hand)})`);
+}
+
+/** The middle value; with an even count, the mean of the two middle ones. */
+function medianOf(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
 }
 
 /** The mesh connection the throughput phase measures, closed by the cleanups if the run stops before its own Close. */

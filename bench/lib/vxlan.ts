@@ -39,15 +39,21 @@ export interface VxlanLink {
   vni: number;
   /** linkinfo.info_data as `ip -d -j` prints it. */
   info: Record<string, unknown>;
+  /** The device-level settings that bear on throughput (queueing, segmentation and aggregation sizes). */
+  device: Record<string, unknown>;
 }
+
+/** Besides the tunnel's own attributes, what `ip -d -j` shows of a device that can change what it carries. */
+const DEVICE_KEYS = ['qdisc', 'txqlen', 'num_tx_queues', 'num_rx_queues', 'gso_max_size', 'gso_max_segs', 'tso_max_size', 'tso_max_segs', 'gro_max_size'] as const;
 
 export async function vxlanLinks(ns: Netns): Promise<VxlanLink[]> {
   const { stdout } = await run('ip', ['-d', '-j', '-n', ns.name, 'link', 'show', 'type', 'vxlan'], { maxBuffer: 64 << 20 });
-  return (JSON.parse(stdout || '[]') as { ifname: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }[]).map((l) => ({
+  return (JSON.parse(stdout || '[]') as ({ ifname: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } } & Record<string, unknown>)[]).map((l) => ({
     ifname: l.ifname,
     mtu: l.mtu,
     vni: Number(l.linkinfo.info_data.id),
     info: l.linkinfo.info_data,
+    device: Object.fromEntries(DEVICE_KEYS.map((k) => [k, l[k]])),
   }));
 }
 
@@ -58,11 +64,13 @@ export async function vxlanLinks(ns: Netns): Promise<VxlanLink[]> {
 export function vxlanDifferences(x: VxlanLink, y: VxlanLink): string[] {
   const out: string[] = [];
   if (x.mtu !== y.mtu) out.push(`mtu ${x.mtu} vs ${y.mtu}`);
-  for (const k of new Set([...Object.keys(x.info), ...Object.keys(y.info)])) {
-    if (k === 'id') continue;
-    const a = JSON.stringify(x.info[k]);
-    const b = JSON.stringify(y.info[k]);
-    if (a !== b) out.push(`${k} ${a ?? '(unset)'} vs ${b ?? '(unset)'}`);
+  for (const [xs, ys] of [[x.info, y.info], [x.device, y.device]] as const) {
+    for (const k of new Set([...Object.keys(xs), ...Object.keys(ys)])) {
+      if (k === 'id') continue;
+      const a = JSON.stringify(xs[k]);
+      const b = JSON.stringify(ys[k]);
+      if (a !== b) out.push(`${k} ${a ?? '(unset)'} vs ${b ?? '(unset)'}`);
+    }
   }
   return out;
 }

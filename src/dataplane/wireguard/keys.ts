@@ -7,7 +7,7 @@
  * bytes are only taken out (as a Buffer the caller zeroes) when they are written to wireguard-go.
  * Nothing here turns a private key into a string.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPair as generateKeyPairCb, generateKeyPairSync, KeyObject } from 'node:crypto';
 
 export const WG_KEY_LEN = 32;
 
@@ -32,6 +32,15 @@ export class WgKeyError extends Error {
 export function generateKeyPair(): WgKeyPair {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
   return { privateKey, publicKey: rawPublicKeyOf(publicKey).toString('base64') };
+}
+
+/** The same, made on libuv's thread pool: for keys made ahead, off the event loop. */
+export function generateKeyPairAsync(): Promise<WgKeyPair> {
+  return new Promise((resolve, reject) =>
+    generateKeyPairCb('x25519', {}, (err, publicKey, privateKey) =>
+      err ? reject(err) : resolve({ privateKey, publicKey: rawPublicKeyOf(publicKey).toString('base64') }),
+    ),
+  );
 }
 
 function rawPublicKeyOf(k: KeyObject): Buffer {

@@ -319,6 +319,9 @@ export class LeanServer {
     });
     this.h2.on('sessionError', noop);
     this.h2.on('connection', (socket: net.Socket) => {
+      // An answer goes out as several small writes (headers, message, trailers): Nagle would hold the later
+      // ones for the peer's delayed ACK. A no-op on unix sockets.
+      socket.setNoDelay(true);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });

@@ -173,44 +173,56 @@ class Exchange {
   }
 }
 
+// A constructor of any base class, for the mixin below (TypeScript requires any[] there).
+type AnyBase = abstract new (...args: any[]) => object;
+
+/** The part of grpc-js's server call API that unary and server-streaming calls share. */
+function withCallBasics<B extends AnyBase>(base: B) {
+  abstract class CallBasics extends base {
+    protected abstract readonly ex: Exchange;
+    protected abstract readonly path: string;
+    getDeadline(): number {
+      return this.ex.deadline;
+    }
+    getPeer(): string {
+      return peerAddress(this.ex.stream.session);
+    }
+    getPath(): string {
+      return this.path;
+    }
+    sendMetadata(metadata: grpc.Metadata): void {
+      this.ex.sendHeaders(metadata);
+    }
+    getAuthContext(): { sslPeerCertificate?: DetailedPeerCertificate } {
+      return authContext(this.ex.stream.session);
+    }
+  }
+  return CallBasics;
+}
+
 /** What a unary handler gets as `call` (grpc.ServerUnaryCall's used subset). */
-class UnaryCall extends EventEmitter {
+class UnaryCall extends withCallBasics(EventEmitter) {
   cancelled = false;
   constructor(
     readonly request: unknown,
     readonly metadata: grpc.Metadata,
-    private readonly ex: Exchange,
-    private readonly path: string,
+    protected readonly ex: Exchange,
+    protected readonly path: string,
   ) {
     super();
-  }
-  getDeadline(): number {
-    return this.ex.deadline;
-  }
-  getPeer(): string {
-    return peerAddress(this.ex.stream.session);
-  }
-  getPath(): string {
-    return this.path;
-  }
-  sendMetadata(metadata: grpc.Metadata): void {
-    this.ex.sendHeaders(metadata);
-  }
-  getAuthContext(): { sslPeerCertificate?: DetailedPeerCertificate } {
-    return authContext(this.ex.stream.session);
   }
 }
 
 /** What a server-streaming handler gets (grpc.ServerWritableStream's used subset), with backpressure from HTTP/2. */
-class StreamCall extends Writable {
+class StreamCall extends withCallBasics(Writable) {
   cancelled = false;
   private pending: CallStatus = { code: status.OK, details: 'OK' };
 
   constructor(
     readonly request: unknown,
     readonly metadata: grpc.Metadata,
-    private readonly ex: Exchange,
-    private readonly path: string,
+    protected readonly ex: Exchange,
+    protected readonly path: string,
     private readonly serialize: (value: unknown) => Buffer,
   ) {
     super({ objectMode: true });
@@ -244,22 +256,6 @@ class StreamCall extends Writable {
     }
     // The error has become the call's status; passing it on would only re-emit it.
     cb();
-  }
-
-  getDeadline(): number {
-    return this.ex.deadline;
-  }
-  getPeer(): string {
-    return peerAddress(this.ex.stream.session);
-  }
-  getPath(): string {
-    return this.path;
-  }
-  sendMetadata(metadata: grpc.Metadata): void {
-    this.ex.sendHeaders(metadata);
-  }
-  getAuthContext(): { sslPeerCertificate?: DetailedPeerCertificate } {
-    return authContext(this.ex.stream.session);
   }
 }
 

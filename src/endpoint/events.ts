@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Connection } from '../api/types.js';
 import type { EndpointRecord } from './state.js';
+import { AfterTurn } from '../util/after-turn.js';
 
 export interface EndpointEvent {
   type: 'UPDATE' | 'DELETE';
@@ -15,21 +16,15 @@ export interface EndpointEvent {
  */
 export class EndpointEvents {
   private readonly emitter = new EventEmitter();
-  private queued: EndpointEvent[] = [];
+  private readonly later = new AfterTurn();
 
   constructor() {
     this.emitter.setMaxListeners(0);
   }
 
   emit(e: EndpointEvent): void {
-    if (this.queued.push(e) === 1) setImmediate(this.flush);
+    this.later.push(() => this.emitter.emit('event', e));
   }
-
-  private readonly flush = (): void => {
-    const events = this.queued;
-    this.queued = [];
-    for (const e of events) this.emitter.emit('event', e);
-  };
 
   subscribe(fn: (e: EndpointEvent) => void): () => void {
     this.emitter.on('event', fn);

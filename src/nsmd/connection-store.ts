@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Connection, ConnectionEventType, State } from '../api/types.js';
 import type { Logger } from '../util/log.js';
 import { ConnectionFiles } from './connection-files.js';
+import { AfterTurn } from '../util/after-turn.js';
 
 export interface PlumbedEnd {
   inodeUrl: string;
@@ -65,7 +66,12 @@ export class ConnectionStore {
   private readonly byClientId = new Map<string, string>();
   private readonly events = new EventEmitter();
   private readonly files: ConnectionFiles<ConnectionRecord> | undefined;
-  private queued: (() => void)[] = [];
+  /**
+   * Persisting and announcing a change wait for the end of the current I/O turn, in order: the answer to
+   * the Request that made the change is written first, so neither the state file nor the monitors' encoding
+   * sits on the Request's path. The index itself changes at once.
+   */
+  private readonly later = new AfterTurn();
 
   /** `stateDir`: where each connection is persisted, so that a restarted nsmd can adopt or clean it up. */
   constructor(stateDir: string | undefined, log: Logger) {
@@ -107,7 +113,7 @@ export class ConnectionStore {
   put(rec: ConnectionRecord): void {
     this.byId.set(rec.id, rec);
     this.byClientId.set(rec.clientId, rec.id);
-    this.later(() => {
+    this.later.push(() => {
       this.files?.save(rec.id, rec);
       this.emit({ type: 'UPDATE', connection: rec.connection, record: rec });
     });
@@ -117,7 +123,7 @@ export class ConnectionStore {
     const rec = this.byId.get(id);
     if (!rec || rec.connection.state === state) return;
     rec.connection.state = state;
-    this.later(() => this.emit({ type: 'UPDATE', connection: rec.connection, record: rec }));
+    this.later.push(() => this.emit({ type: 'UPDATE', connection: rec.connection, record: rec }));
   }
 
   delete(id: string): void {
@@ -125,7 +131,7 @@ export class ConnectionStore {
     if (!rec) return;
     this.byId.delete(id);
     if (this.byClientId.get(rec.clientId) === id) this.byClientId.delete(rec.clientId);
-    this.later(() => {
+    this.later.push(() => {
       this.files?.remove(id);
       this.emit({ type: 'DELETE', connection: { ...rec.connection, state: 'DOWN' }, record: rec });
     });
@@ -138,24 +144,9 @@ export class ConnectionStore {
 
   /** Resolves when every change made so far is on disk (and announced). */
   flush(): Promise<void> {
-    this.runQueued();
+    this.later.run();
     return this.files?.flush() ?? Promise.resolve();
   }
-
-  /**
-   * Persisting and announcing a change wait for the end of the current I/O turn, in order: the answer to
-   * the Request that made the change is written first, so neither the state file nor the monitors' encoding
-   * sits on the Request's path. The index itself changes at once.
-   */
-  private later(effect: () => void): void {
-    if (this.queued.push(effect) === 1) setImmediate(this.runQueued);
-  }
-
-  private readonly runQueued = (): void => {
-    const effects = this.queued;
-    this.queued = [];
-    for (const f of effects) f();
-  };
 
   private emit(e: StoreEvent): void {
     this.events.emit('event', e);

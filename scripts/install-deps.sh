@@ -14,6 +14,8 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v nft >/dev/null || need+=(nftables)
 [ -x /usr/lib/cni/ptp ] || need+=(containernetworking-plugins)
+# gRPC's C core, the independent peer of the wire-interop tests (test/api/interop-grpc-core.test.ts).
+/usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "nsmesh needs root to install: ${need[*]}" >&2; exit 1; fi
   echo "installing Debian packages: ${need[*]}" >&2

@@ -55,7 +55,8 @@ describe('gRPC C core client → nsmesh server', () => {
           // What arrived as metadata goes back in the answer, so the peer can check it crossed.
           const token = String(call.metadata.get('nsm-client-token')[0] ?? '');
           const bin = (call.metadata.get('x-bin')[0] as Buffer | undefined)?.toString('hex') ?? '';
-          return { ...req.connection, labels: { ...req.connection.labels, token, bin } };
+          const conn = req.connection!;
+          return { ...conn, labels: { ...conn.labels, token, bin } };
         }),
         Close: unary<Connection, object>(async (conn) => {
           throw notFound(`no connection "${conn.id}" here ✗`);

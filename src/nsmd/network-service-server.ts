@@ -4,7 +4,7 @@ import type { Connection, Empty, NetworkServiceRequest } from '../api/types.js';
 import { validateRequest } from '../api/validate.js';
 import type { Chain } from '../chain/types.js';
 import { deadlineExceeded, notFound } from '../util/errors.js';
-import { Limiter } from '../util/limiter.js';
+import { TurnGate } from '../util/turn-gate.js';
 import type { Logger } from '../util/log.js';
 import type { ConnectionStore } from './connection-store.js';
 import type { Transport } from '../identity/transport.js';
@@ -20,25 +20,24 @@ export interface NetworkServiceServerOptions {
 }
 
 /**
- * Requests whose chains run at once. Each chain does ≈0.5 ms of synchronous work before its first wait; a
- * burst of a thousand admitted together would hold the event loop for half a second, so the rest queue
- * (in arrival order, keeping their deadlines) and the kernel work, serial anyway, stays fed.
+ * Request chains started per turn of the event loop. Each does ≈0.5 ms of synchronous work before its first
+ * wait; a burst of a thousand started together would hold the loop for half a second, so the rest start in
+ * the next turns, in arrival order, keeping their deadlines.
  */
-const REQUESTS_AT_ONCE = 128;
+const STARTS_PER_TURN = 32;
 
 /** The gRPC edge of networkservice.NetworkService: validates, applies a deadline, runs the chain. */
 export function networkServiceHandlers(o: NetworkServiceServerOptions): grpc.UntypedServiceImplementation {
-  const admission = new Limiter(REQUESTS_AT_ONCE);
+  const admission = new TurnGate(STARTS_PER_TURN);
   return {
     Request: unary<NetworkServiceRequest, Connection>(async (req, call) => {
       validateRequest(req);
       const deadline = Math.min(Date.now() + o.requestTimeoutMs, deadlineOf(call));
       const log = o.log.child({ conn: req.connection.id, service: req.connection.network_service });
       const caller = callerOf(o.transport, call as grpc.ServerUnaryCall<unknown, unknown>);
-      const conn = await admission.run(() => {
-        if (Date.now() >= deadline) throw deadlineExceeded(`Request ${req.connection.id} waited past its deadline for one of ${REQUESTS_AT_ONCE} chains`);
-        return o.chain.request({ request: req, deadline, log, refresh: false, ...(caller ? { caller } : {}) });
-      });
+      await admission.enter();
+      if (Date.now() >= deadline) throw deadlineExceeded(`Request ${req.connection.id} waited past its deadline to start (a burst of Requests is started ${STARTS_PER_TURN} at a time)`);
+      const conn = await o.chain.request({ request: req, deadline, log, refresh: false, ...(caller ? { caller } : {}) });
       log.debug({ endpoint: conn.network_service_endpoint_name }, 'connected');
       return conn;
     }),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatIp, maskBytes, normaliseCidr, parseCidr, parseIp } from '../../src/dataplane/ip.js';
-import { Limiter } from '../../src/util/limiter.js';
+import { Limiter } from '../../src/dataplane/veth/limiter.js';
 import { codeOf } from '../../src/dataplane/veth/protocol.js';
 
 describe('ip', () => {

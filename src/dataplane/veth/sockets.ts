@@ -8,7 +8,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
 import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
-import { Limiter } from '../../util/limiter.js';
+import { Limiter } from './limiter.js';
 import { DataplaneError, codeOf, messageOf } from './protocol.js';
 
 const CLONE_NEWNET = 0x40000000;

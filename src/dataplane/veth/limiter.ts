@@ -1,11 +1,11 @@
 /**
- * FIFO gate: at most `max` tasks at once, in arrival order; an exclusive task runs alone.
+ * FIFO gate for requests on one netlink socket.
  *
- * On one netlink socket: more than ~100 unanswered requests overflow the receive buffer and abort the
- * process inside the native binding; the kernel applies requests in send order (link up before the routes
- * that need it), hence FIFO; and dumps run alone, because the netlink package assembles only one multipart
- * reply at a time. nsmd also admits Requests through one, so that a burst does not run a thousand chains'
- * synchronous work in one turn of the event loop.
+ * - At most `max` requests in flight: more than ~100 unanswered requests overflow the receive buffer
+ *   and abort the process inside the native binding.
+ * - FIFO, because the kernel applies requests in send order (link up before the routes that need it).
+ * - Dumps run alone: the netlink package assembles only one multipart reply at a time and any other
+ *   reply arriving in between corrupts it ("Multipart message not terminated properly").
  */
 interface Waiter {
   exclusive: boolean;
